@@ -1,0 +1,3 @@
+from hart.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,69 @@
+"""The residual head's sampling loop: respaced ancestral DDPM with HART's guidance.
+
+Guidance mixes the noise predictions of the conditional and unconditional halves as
+eps = (1 + s) eps_cond - s eps_uncond, with s the transformer's guidance at the last scale; both
+halves see the same noisy input and the variance comes from the conditional half. All noise is an
+input: [S, N, C_vae] normals, block 0 being x_T and block k the noise added after step k.
+"""
+
+import torch
+
+from hart.config import ResidualHeadConfig
+from hart.models.residual_head import ResidualHead
+from hart.portable.schedule import DiffusionSchedule, diffusion_schedule
+
+
+class ResidualSampler:
+    def __init__(self, config: ResidualHeadConfig):
+        self.schedule: DiffusionSchedule = diffusion_schedule(config.train_steps, config.sampling_steps)
+        self.latent_scale = config.latent_scale
+        self.clip_denoised = config.clip_denoised
+
+    @property
+    def num_steps(self) -> int:
+        return self.schedule.num_steps
+
+    def coefficients(self, step: int) -> dict[str, float]:
+        """The float32 constants of respaced step `step`, as Python floats (exactly representable)."""
+        return {name: float(getattr(self.schedule, name)[step]) for name in (
+            "sqrt_recip_alphas_cumprod", "sqrt_recipm1_alphas_cumprod", "posterior_mean_coef1",
+            "posterior_mean_coef2", "log_betas", "posterior_log_variance_clipped")}
+
+    def step(self, x: torch.Tensor, eps: torch.Tensor, variance: torch.Tensor, step: int,
+             noise: torch.Tensor | None, temperature: float = 1.0) -> torch.Tensor:
+        """One reverse step from respaced step `step` (x, eps, variance [N, C]; noise None at step 0)."""
+        c = self.coefficients(step)
+        x0 = c["sqrt_recip_alphas_cumprod"] * x - c["sqrt_recipm1_alphas_cumprod"] * eps
+        if self.clip_denoised:
+            x0 = x0.clamp(-1, 1)
+        mean = c["posterior_mean_coef1"] * x0 + c["posterior_mean_coef2"] * x
+        if noise is None:
+            return mean
+        frac = (variance + 1) / 2
+        log_variance = frac * c["log_betas"] + (1 - frac) * c["posterior_log_variance_clipped"]
+        return mean + torch.exp(0.5 * log_variance) * noise * temperature
+
+    @torch.no_grad()
+    def sample(self, head: ResidualHead, cond: torch.Tensor, guidance: float, noise: torch.Tensor,
+               temperature: float = 1.0) -> torch.Tensor:
+        """cond [2N, C] (conditional rows then unconditional) or [N, C] without guidance.
+
+        noise [S, N, C_vae] float32. Returns the residual [N, C_vae] in latent units (x latent_scale).
+        """
+        n = noise.shape[1]
+        # Guidance 0 changes nothing, and HART takes its unguided code path when the scale is exactly
+        # 1 (a quirk kept for fidelity): both need only the conditional rows.
+        guided = cond.shape[0] == 2 * n and guidance not in (0.0, 1.0)
+        if cond.shape[0] == 2 * n and not guided:
+            cond = cond[:n]
+        x = noise[0].float()  # the chain stays float32 whatever the head's dtype
+        for k, step in enumerate(reversed(range(self.num_steps))):
+            timesteps = torch.full((cond.shape[0],), int(self.schedule.timesteps[step]), device=cond.device)
+            head_in = (torch.cat((x, x)) if guided else x).to(cond.dtype)
+            out = head(head_in, timesteps, cond).float()
+            eps, variance = out[:n, :head.latent_channels], out[:n, head.latent_channels:]
+            if guided:
+                eps = eps * (1 + guidance) - guidance * out[n:, :head.latent_channels]
+            step_noise = noise[k + 1].float() if step > 0 else None
+            x = self.step(x, eps, variance, step, step_noise, temperature)
+        return x * self.latent_scale

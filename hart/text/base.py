@@ -1,0 +1,57 @@
+"""What every text encoder returns, and HART's unconditional (classifier-free) context."""
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+
+from hart.errors import PromptError
+
+
+@dataclass
+class TextContext:
+    """Text features handed to the transformer: T tokens per prompt, right-padded, never masked there."""
+
+    hidden: torch.Tensor  # [B, T, D_txt] float32
+    mask: torch.Tensor  # [B, T] bool, True for real tokens (used only for "avg" pooling)
+    positions: torch.Tensor  # [B, T] int64: cumsum(mask) - 1, so pads repeat the last position
+
+    @property
+    def batch_size(self) -> int:
+        return self.hidden.shape[0]
+
+    def unconditional(self) -> "TextContext":
+        """HART's null context: zero features, position 0 everywhere, only the first token marked real."""
+        mask = torch.zeros_like(self.mask)
+        mask[:, 0] = True
+        return TextContext(torch.zeros_like(self.hidden), mask, torch.zeros_like(self.positions))
+
+    def with_unconditional(self) -> "TextContext":
+        """[conditional; unconditional] stacked along the batch, the layout guidance expects."""
+        null = self.unconditional()
+        return TextContext(torch.cat((self.hidden, null.hidden)), torch.cat((self.mask, null.mask)),
+                           torch.cat((self.positions, null.positions)))
+
+    def to(self, device: torch.device | str) -> "TextContext":
+        return TextContext(self.hidden.to(device), self.mask.to(device), self.positions.to(device))
+
+
+def positions_from_mask(mask: torch.Tensor) -> torch.Tensor:
+    return torch.cumsum(mask.long(), dim=1) - 1
+
+
+class TextEncoder(Protocol):
+    def encode(self, prompts: list[str]) -> TextContext:
+        """Encode a batch of prompts; raise PromptError naming the problem for bad prompts."""
+        ...
+
+
+def check_prompts(prompts: list[str]) -> list[str]:
+    if isinstance(prompts, str) or not isinstance(prompts, (list, tuple)):
+        raise PromptError(f"prompts must be a list of strings (got {type(prompts).__name__})")
+    if not prompts:
+        raise PromptError("no prompt given; pass at least one prompt")
+    for i, prompt in enumerate(prompts):
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise PromptError(f"prompt {i + 1} is empty; every prompt needs at least one word")
+    return list(prompts)

@@ -1,0 +1,95 @@
+"""A small word-level text encoder, trained together with the embedded model.
+
+The vocabulary is the caption grammar's words (stored in config.json), so a prompt with a word the
+model never saw is refused with a message that names the word, instead of silently becoming noise.
+Ids 0 and 1 are reserved for padding and (never produced) unknown words.
+"""
+
+import re
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from hart.config import TextEncoderConfig
+from hart.errors import PromptError
+from hart.text.base import TextContext, check_prompts, positions_from_mask
+
+PAD_ID, UNKNOWN_ID = 0, 1
+WORD_PATTERN = re.compile(r"[a-z]+")
+
+
+class WordTokenizer:
+    def __init__(self, vocab: tuple[str, ...], max_tokens: int):
+        self.vocab = vocab
+        self.max_tokens = max_tokens
+        self.ids = {word: i + 2 for i, word in enumerate(vocab)}
+
+    @property
+    def size(self) -> int:
+        return len(self.vocab) + 2
+
+    def split(self, prompt: str) -> list[str]:
+        return WORD_PATTERN.findall(prompt.lower())
+
+    def __call__(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """prompts -> ids [B, T] int64 (right-padded) and mask [B, T] bool."""
+        rows = []
+        for i, prompt in enumerate(check_prompts(prompts)):
+            words = self.split(prompt)
+            unknown = sorted({w for w in words} - self.ids.keys())
+            if not words or unknown:
+                what = f"unknown word(s) {', '.join(repr(w) for w in unknown)}" if unknown else "no words"
+                raise PromptError(f"prompt {i + 1} ({prompt!r}) has {what}; this model knows: "
+                                  f"{', '.join(sorted(self.vocab))}")
+            if len(words) > self.max_tokens:
+                raise PromptError(f"prompt {i + 1} has {len(words)} words; this model reads at most {self.max_tokens}")
+            rows.append([self.ids[w] for w in words] + [PAD_ID] * (self.max_tokens - len(words)))
+        ids = torch.tensor(rows, dtype=torch.int64)
+        return ids, ids != PAD_ID
+
+
+class EncoderLayer(nn.Module):
+    """Pre-norm transformer encoder layer; padding keys are masked inside the text encoder."""
+
+    def __init__(self, dim: int, heads: int):
+        super().__init__()
+        self.heads = heads
+        self.norm1 = nn.LayerNorm(dim)
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.out = nn.Linear(dim, dim)
+        self.norm2 = nn.LayerNorm(dim)
+        self.mlp = nn.Sequential(nn.Linear(dim, 4 * dim), nn.GELU(), nn.Linear(4 * dim, dim))
+
+    def forward(self, x: torch.Tensor, key_mask: torch.Tensor) -> torch.Tensor:
+        """x [B, T, D], key_mask [B, 1, 1, T] bool -> [B, T, D]."""
+        b, t, d = x.shape
+        q, k, v = self.qkv(self.norm1(x)).view(b, t, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4).unbind(0)
+        attended = F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask)
+        x = x + self.out(attended.transpose(1, 2).reshape(b, t, d))
+        return x + self.mlp(self.norm2(x))
+
+
+class WordTextEncoder(nn.Module):
+    def __init__(self, config: TextEncoderConfig):
+        super().__init__()
+        self.tokenizer = WordTokenizer(config.vocab, config.max_tokens)
+        self.embed = nn.Embedding(self.tokenizer.size, config.dim)
+        self.position = nn.Parameter(torch.zeros(config.max_tokens, config.dim))
+        nn.init.normal_(self.position, std=0.02)
+        self.layers = nn.ModuleList(EncoderLayer(config.dim, config.heads) for _ in range(config.layers))
+        self.norm = nn.LayerNorm(config.dim)
+
+    def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """ids [B, T], mask [B, T] bool -> features [B, T, D] (pads get features too, as with Qwen)."""
+        x = self.embed(ids) + self.position
+        key_mask = mask[:, None, None, :]
+        for layer in self.layers:
+            x = layer(x, key_mask)
+        return self.norm(x)
+
+    def encode(self, prompts: list[str]) -> TextContext:
+        ids, mask = self.tokenizer(prompts)
+        device = self.embed.weight.device
+        ids, mask = ids.to(device), mask.to(device)
+        return TextContext(self.forward(ids, mask).float(), mask, positions_from_mask(mask))
