@@ -40,7 +40,7 @@ class Qwen2TextEncoder:
                                   "Qwen2-VL-1.5B-Instruct folder with --text-encoder")
         self.config = config
         self.tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
-        self.model = AutoModel.from_pretrained(path, local_files_only=True, torch_dtype=dtype).to(device).eval()
+        self.model = AutoModel.from_pretrained(path, local_files_only=True).to(device=device, dtype=dtype).eval()
         if self.model.config.hidden_size != config.dim:
             raise CheckpointError(f"{path} has hidden size {self.model.config.hidden_size}; the transformer expects "
                                   f"text.dim={config.dim}")

@@ -1,0 +1,80 @@
+"""`hart` as a user runs it: a subprocess, real files, one-line errors."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+from PIL import Image
+
+from hart.checkpoints import save_model
+
+
+def run_hart(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "hart", *args], capture_output=True, text=True, cwd=cwd, timeout=300)
+
+
+@pytest.fixture
+def model_dir(model, tmp_path):
+    return save_model(model, tmp_path / "model")
+
+
+def test_generate_writes_valid_pngs(model_dir, tmp_path):
+    out = tmp_path / "images" / "red.png"
+    result = run_hart("generate", "a red circle on a blue background", "--model", str(model_dir), "-o", str(out),
+                      "--seed", "3", "-n", "2", "--top-k", "8")
+    assert result.returncode == 0, result.stderr
+    for i in range(2):
+        with Image.open(tmp_path / "images" / f"red-{i}.png") as image:
+            image.verify()
+        with Image.open(tmp_path / "images" / f"red-{i}.png") as image:
+            assert image.size == (64, 64) and image.mode == "RGB"
+    assert "seed 4" in result.stdout
+    assert not list((tmp_path / "images").glob(".*"))  # no temporary files left
+
+
+@pytest.mark.parametrize("args, message", [
+    (["generate", "a red circle", "--top-p", "1.5"], "top_p"),
+    (["generate", "a red circle", "-o", "out.gif"], "must end in one of"),
+    (["generate", "a purple circle"], "unknown word(s) 'purple'"),
+    (["generate", ""], "prompt 1 is empty"),
+    (["generate", "a red circle", "--model", "no-such-model"], "neither a model folder nor a preset"),
+    (["generate", "a red circle", "--device", "cuda"], "no CUDA GPU"),
+    (["generate", "a red circle", "--seed", "-1"], "seed must be an integer"),
+    (["generate", "a red circle", "--dtype", "fp8"], "invalid choice"),
+    (["info", "huge"], "neither a model folder nor a preset"),
+    (["generate"], "required: PROMPT"),
+])
+def test_bad_arguments_give_one_line_not_a_traceback(model_dir, tmp_path, args, message):
+    if args[0] == "generate" and "--model" not in args:
+        args = args + ["--model", str(model_dir)]
+    result = run_hart(*args, cwd=tmp_path)
+    assert result.returncode == 2
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and message in lines[0], result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_info_counts_the_0p7b_preset():
+    result = run_hart("info", "hart-0.7b-1024px", "--json")
+    assert result.returncode == 0, result.stderr
+    info = json.loads(result.stdout)
+    assert info["parameters"]["transformer"] == 693_176_320
+    assert info["parameters"]["residual_head"] == 36_585_536
+    assert info["generator_parameters"] == 729_761_856
+    table = run_hart("info", "hart-0.7b-1024px").stdout
+    assert "729,761,856" in table and "693,176,320" in table
+
+
+def test_convert_turns_an_official_release_into_a_loadable_folder(tmp_path):
+    from tests.conftest import small_config
+    from tests.golden.test_official_keys import write_release
+
+    write_release(tmp_path / "release", small_config())
+    result = run_hart("convert", str(tmp_path / "release"), str(tmp_path / "converted"))
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "converted" / "transformer.safetensors").is_file()
+    again = run_hart("convert", str(tmp_path / "release"), str(tmp_path / "converted"))
+    assert again.returncode == 2 and "already exists" in again.stderr
+    info = run_hart("info", str(tmp_path / "converted"), "--json")
+    assert json.loads(info.stdout)["config"]["text"]["kind"] == "qwen2"
