@@ -26,6 +26,30 @@ def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
                         help="local Qwen2 folder for models that use Qwen2, or 'random' for timing runs")
 
 
+# stage, help, (steps, batch size, learning rate)
+TRAIN_STAGES = (
+    ("tokenizer", "the hybrid tokenizer (reconstruction + VQ losses, alternating discrete/hybrid decoding)",
+     (3000, 16, 4e-4)),
+    ("generator", "transformer + residual head + text encoder on a trained tokenizer", (3000, 64, 6e-4)),
+    ("classifier", "the scene classifier that judges prompt adherence in `hart eval`", (1500, 64, 1e-3)),
+)
+
+
+def _add_training_arguments(parser: argparse.ArgumentParser, steps: int, batch: int, lr: float) -> None:
+    parser.add_argument("--out", required=True, help="run folder: checkpoint.pt, log.jsonl, model/")
+    parser.add_argument("--preset", default="tiny", help="architecture to train: a preset or a config.json (default tiny)")
+    parser.add_argument("--steps", type=int, default=steps, help=f"optimisation steps (default {steps})")
+    parser.add_argument("--batch-size", type=int, default=batch, help=f"global batch (default {batch})")
+    parser.add_argument("--lr", type=float, default=lr, help=f"peak learning rate (default {lr:g})")
+    parser.add_argument("--weight-decay", type=float, default=0.0)
+    parser.add_argument("--warmup-steps", type=int, default=100)
+    parser.add_argument("--seed", type=int, default=0, help="initialisation seed (default 0)")
+    parser.add_argument("--checkpoint-every", type=int, default=250)
+    parser.add_argument("--log-every", type=int, default=25)
+    parser.add_argument("--device", default="auto", help="auto, cpu or cuda (one GPU per torchrun process)")
+    parser.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+
+
 def _build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="hart", description="HART text-to-image generation, export and benchmarks.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
@@ -46,10 +70,47 @@ def _build_parser() -> argparse.ArgumentParser:
                      help="output image; with several images, -<index> is added before the suffix")
     gen.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default auto)")
     gen.add_argument("--dtype", default="fp32", choices=("fp32", "fp16", "bf16"))
+    gen.add_argument("--backend", default="torch", choices=("torch", "onnx"),
+                     help="torch (default) or onnx: --model is then an export folder such as OUT/int8")
 
     info = commands.add_parser("info", help="describe a preset or model folder and count its parameters")
     info.add_argument("model", nargs="?", default="tiny", help="preset name or model folder")
     info.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+    train = commands.add_parser("train", help="train the embedded model's parts (torchrun for several processes)")
+    stages = train.add_subparsers(dest="stage", required=True, parser_class=_Parser)
+    for stage, summary, defaults in TRAIN_STAGES:
+        stage_parser = stages.add_parser(stage, help=summary)
+        _add_training_arguments(stage_parser, *defaults)
+        if stage == "generator":
+            stage_parser.add_argument("--tokenizer", required=True, metavar="DIR",
+                                      help="the tokenizer run's model folder (OUT/model of `hart train tokenizer`)")
+
+    evaluation = commands.add_parser("eval", help="prompt adherence and HART's ablations on held-out prompts")
+    evaluation.add_argument("--model", default="tiny", help="preset name or model folder (default tiny)")
+    evaluation.add_argument("--out", default="eval", help="folder for eval.json, eval.md, samples.png")
+    evaluation.add_argument("--num-prompts", type=int, default=240, help="held-out prompts (default 240)")
+    evaluation.add_argument("--seed", type=int, default=0)
+    evaluation.add_argument("--batch-size", type=int, default=16)
+    evaluation.add_argument("--cfg", type=float)
+    evaluation.add_argument("--top-k", type=int)
+    evaluation.add_argument("--temperature", type=float)
+    evaluation.add_argument("--device", default="auto")
+    evaluation.add_argument("--backend", default="torch", choices=("torch", "onnx"),
+                            help="onnx: --model is an ONNX export folder (e.g. OUT/int8)")
+    evaluation.add_argument("--classifier", metavar="DIR", help="scene classifier folder (default: the shipped one)")
+
+    export = commands.add_parser("export", help="export a model for onnxruntime or Core ML")
+    formats = export.add_subparsers(dest="format", required=True, parser_class=_Parser)
+    onnx_parser = formats.add_parser("onnx", help="ONNX graphs + manifest.json per precision")
+    onnx_parser.add_argument("--model", default="tiny", help="preset name or model folder (default tiny)")
+    onnx_parser.add_argument("--out", required=True, help="output folder; gets one subfolder per precision")
+    onnx_parser.add_argument("--precision", default="fp32,int8", help="comma list of fp32, fp16, int8, qdq, int4")
+    onnx_parser.add_argument("--int4-block", type=int, default=128, help="MatMulNBits block size (32 or 128 ...)")
+    onnx_parser.add_argument("--int4-algorithm", default="rtn", choices=("rtn", "hqq"))
+    onnx_parser.add_argument("--parity-seeds", type=int, default=20, help="seeds compared against PyTorch")
+    onnx_parser.add_argument("--text-encoder", metavar="PATH", help="Qwen2 folder or 'random' (Qwen2 models)")
+    onnx_parser.add_argument("--overwrite", action="store_true")
 
     convert = commands.add_parser("convert", help="convert an official HART release folder to this project's format")
     convert.add_argument("official_dir", help="folder with llm/ and tokenizer/ (e.g. hart-0.7b-1024px)")
@@ -70,7 +131,6 @@ def _output_paths(output: str, seeds_by_image: list[int]) -> list[Path]:
 
 def _generate(args: argparse.Namespace) -> None:
     from hart.atomic import atomic_file
-    from hart.pipeline import HARTPipeline
 
     if args.num_images < 1:
         raise HartError(f"--num-images must be at least 1 (got {args.num_images})")
@@ -78,16 +138,26 @@ def _generate(args: argparse.Namespace) -> None:
     seeds = [args.seed + i for i in range(args.num_images)] * len(args.prompts)
     paths = _output_paths(args.output, seeds)
     started = time.perf_counter()
-    pipe = HARTPipeline.from_pretrained(args.model, args.device, args.dtype, args.text_encoder)
-    result = pipe.generate(prompts, seed=seeds, cfg=args.cfg, top_k=args.top_k, top_p=args.top_p,
-                           temperature=args.temperature, gumbel=args.gumbel or None,
-                           residual=not args.no_residual, progress=True)
+    sampling = dict(cfg=args.cfg, top_k=args.top_k, top_p=args.top_p, temperature=args.temperature,
+                    residual=not args.no_residual)
+    if args.backend == "onnx":  # torch is never imported on this path
+        from hart.runtime.onnx_pipeline import OnnxPipeline
+
+        if args.gumbel:
+            raise HartError("--gumbel is not supported by the ONNX runtime")
+        result, where = OnnxPipeline(args.model).generate(prompts, seed=seeds, **sampling), "onnxruntime CPU"
+    else:
+        from hart.pipeline import HARTPipeline
+
+        pipe = HARTPipeline.from_pretrained(args.model, args.device, args.dtype, args.text_encoder)
+        result = pipe.generate(prompts, seed=seeds, gumbel=args.gumbel or None, progress=True, **sampling)
+        where = f"{pipe.device}, {args.dtype}"
     for image, path, seed, prompt in zip(result.pil_images(), paths, seeds, prompts):
         with atomic_file(path) as tmp:
             image.save(tmp, format=_image_format(path))
         print(f"wrote {path} ({image.width}x{image.height}, seed {seed}): {prompt}")
     print(f"{len(paths)} image(s) in {time.perf_counter() - started:.2f} s "
-          f"(generation {sum(result.timings.values()):.2f} s on {pipe.device}, {args.dtype})")
+          f"(generation {sum(result.timings.values()):.2f} s on {where})")
 
 
 def _image_format(path: Path) -> str:
@@ -142,7 +212,66 @@ def _convert(args: argparse.Namespace) -> None:
     print(f"wrote {out} ({model.config.name}: " + ", ".join(f"{k} {v:,}" for k, v in counts.items()) + ")")
 
 
-COMMANDS = {"generate": _generate, "info": _info, "convert": _convert}
+def _train(args: argparse.Namespace) -> None:
+    from hart.config import HARTConfig, preset
+    from hart.train.common import TrainSettings
+
+    settings = TrainSettings(steps=args.steps, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
+                             warmup_steps=args.warmup_steps, seed=args.seed, checkpoint_every=args.checkpoint_every,
+                             log_every=args.log_every)
+    started = time.perf_counter()
+    if args.stage == "tokenizer":
+        from hart.train.tokenizer import train_tokenizer
+
+        config = HARTConfig.from_json_file(args.preset) if args.preset.endswith(".json") else preset(args.preset)
+        result = train_tokenizer(config, settings, args.out, args.device, args.resume)
+    elif args.stage == "generator":
+        from hart.train.generator import train_generator
+
+        result = train_generator(args.tokenizer, settings, args.out, args.device, args.resume)
+    else:
+        from hart.eval.classifier import train_classifier
+
+        result = train_classifier(settings, args.out, args.device, args.resume)
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(f"wrote {result} after {time.perf_counter() - started:.0f} s")
+
+
+def _eval(args: argparse.Namespace) -> None:
+    from hart.eval.classifier import SHIPPED
+    from hart.eval.evaluate import EvalSettings, evaluate
+
+    if args.num_prompts < 2 or args.batch_size < 1:
+        raise HartError("--num-prompts must be at least 2 and --batch-size at least 1")
+    settings = EvalSettings(num_prompts=args.num_prompts, seed=args.seed, batch_size=args.batch_size, cfg=args.cfg,
+                            top_k=args.top_k, temperature=args.temperature)
+    results = evaluate(args.model, args.out, settings, args.device, args.classifier or SHIPPED, backend=args.backend)
+    print(Path(args.out, "eval.md").read_text())
+    print(f"wrote {args.out}/eval.json, eval.md, samples.png in {results['wall_seconds']:.0f} s")
+
+
+def _export(args: argparse.Namespace) -> None:
+    from hart.checkpoints import load_pretrained
+    from hart.export.onnx_export import export_onnx, parse_precisions
+
+    precisions = parse_precisions(args.precision)
+    if args.parity_seeds < 1:
+        raise HartError(f"--parity-seeds must be at least 1 (got {args.parity_seeds})")
+    started = time.perf_counter()
+    model = load_pretrained(args.model, args.text_encoder)
+    out = export_onnx(model, args.out, precisions, args.int4_block, args.int4_algorithm, args.parity_seeds,
+                      args.overwrite)
+    from hart.runtime.manifest import read_manifest
+
+    for precision in precisions:
+        manifest = read_manifest(out / precision, verify=False)
+        size = sum(f["bytes"] for f in manifest["files"].values())
+        print(f"{out / precision}: {size / 2**20:.1f} MiB; {manifest['parity']['summary']}")
+    print(f"exported in {time.perf_counter() - started:.0f} s")
+
+
+COMMANDS = {"generate": _generate, "info": _info, "convert": _convert, "train": _train, "eval": _eval,
+            "export": _export}
 
 
 def main(argv: list[str] | None = None) -> int:

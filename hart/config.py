@@ -145,15 +145,17 @@ class TokenizerConfig:
     phi_count: int = 4  # shared Φ convolutions, picked per scale by ticks
     phi_ratio: float = 0.5  # Φ(h) = (1 - r)·h + r·conv(h)
     quant_conv_kernel: int = 3
+    norm_groups: int = 32  # GroupNorm groups (32 in HART; small tokenizers need fewer)
 
     def __post_init__(self) -> None:
         _require_positive(self.section, vocab_size=self.vocab_size, latent_channels=self.latent_channels,
                           channels=self.channels, res_blocks=self.res_blocks, phi_count=self.phi_count,
-                          quant_conv_kernel=self.quant_conv_kernel)
+                          quant_conv_kernel=self.quant_conv_kernel, norm_groups=self.norm_groups)
         if not self.channel_mult or min(self.channel_mult) <= 0:
             _fail(self.section, "channel_mult", f"must be a non-empty list of positive ints (got {list(self.channel_mult)})")
-        if self.channels % 32 or any((self.channels * m) % 32 for m in self.channel_mult):
-            _fail(self.section, "channels", f"times every channel_mult must be divisible by 32 for GroupNorm (got {self.channels})")
+        if any((self.channels * m) % self.norm_groups for m in self.channel_mult):
+            _fail(self.section, "channels", f"times every channel_mult must be divisible by norm_groups="
+                                            f"{self.norm_groups} (got {self.channels})")
         if not 0 < self.phi_ratio <= 1:
             _fail(self.section, "phi_ratio", f"must be in (0, 1] (got {self.phi_ratio})")
         if self.quant_conv_kernel % 2 == 0:
@@ -339,24 +341,28 @@ PATCH_NUMS_1024 = (1, 2, 3, 4, 5, 7, 9, 12, 16, 21, 27, 36, 48, 64)
 PATCH_NUMS_512 = (1, 2, 3, 4, 6, 9, 13, 18, 24, 32)
 PATCH_NUMS_256 = (1, 2, 3, 4, 5, 6, 8, 10, 13, 16)
 
-# Words known to the random-weight `tiny` preset. A trained model's config.json carries its own list.
-TINY_DEFAULT_VOCAB = tuple(
-    "a an the on in of at with and small large big tiny red green blue yellow orange purple white black "
-    "gray circle square triangle star background left right top bottom center corner middle".split()
+# The caption grammar's words (hart.data.scenes.caption_vocabulary(); a test keeps the two equal),
+# written out so the config stays free of the data code.
+TINY_VOCAB = tuple(
+    "a against and at background beige big black blue bottom box center circle corner cross diamond disc edge "
+    "gray green huge in large left little lower middle near on orange over plus purple red rhombus right side "
+    "small square star the tiny top triangle upper white with yellow".split()
 )
 
 PRESETS: dict[str, HARTConfig] = {
     "hart-0.7b-1024px": _hart_0p7b(1024, PATCH_NUMS_1024),
     "hart-0.7b-512px": _hart_0p7b(512, PATCH_NUMS_512),
     "hart-0.7b-256px": _hart_0p7b(256, PATCH_NUMS_256),
+    # The embedded default: 128 px procedural scenes, sized to train on a 2-core CPU and ship in < 30 MB.
     "tiny": HARTConfig(
         name="tiny",
         image_size=128,
         patch_nums=(1, 2, 3, 4, 6, 8),
-        text=TextEncoderConfig(kind="words", max_tokens=16, dim=128, vocab=TINY_DEFAULT_VOCAB, layers=2, heads=2),
-        transformer=TransformerConfig(depth=6, width=256, heads=4),
-        residual_head=ResidualHeadConfig(width=256, depth=3),
-        tokenizer=TokenizerConfig(vocab_size=512, latent_channels=16, channels=32, channel_mult=(1, 1, 2, 2, 4)),
+        text=TextEncoderConfig(kind="words", max_tokens=24, dim=128, vocab=TINY_VOCAB, layers=2, heads=2),
+        transformer=TransformerConfig(depth=6, width=192, heads=3),
+        residual_head=ResidualHeadConfig(width=192, depth=3),
+        tokenizer=TokenizerConfig(vocab_size=512, latent_channels=16, channels=16, channel_mult=(1, 2, 2, 4, 4),
+                                  res_blocks=1, norm_groups=8),
         sampling=SamplingConfig(cfg=3.0, top_k=(0,) * 6),
     ),
 }

@@ -22,9 +22,9 @@ from tqdm.auto import tqdm
 
 from hart.components import HARTModel
 from hart.device import resolve_device, resolve_dtype, synchronize
-from hart.errors import ConfigError
 from hart.models.kv_cache import StaticKVCache
 from hart.portable import rng
+from hart.portable.sampling import sampling_settings
 from hart.portable.scales import ScaleSchedule
 from hart.sampling import ResidualSampler, guide, sample_scale
 from hart.text import check_prompts
@@ -58,17 +58,6 @@ class Generation:
 def to_pil(images: torch.Tensor) -> list[Image.Image]:
     pixels = (images.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
     return [Image.fromarray(np.ascontiguousarray(p)) for p in pixels]
-
-
-def resolve_seeds(seed: int | Sequence[int], count: int) -> list[int]:
-    """An int gives image i the seed `seed + i`; a sequence gives one seed per prompt."""
-    seeds = [seed + i for i in range(count)] if isinstance(seed, (int, np.integer)) else list(seed)
-    if len(seeds) != count:
-        raise ConfigError(f"got {len(seeds)} seeds for {count} prompts; pass one seed or one per prompt")
-    try:
-        return [rng.check_seed(s) for s in seeds]
-    except ValueError as err:
-        raise ConfigError(str(err)) from None
 
 
 class _StageClock:
@@ -112,23 +101,6 @@ class HARTPipeline:
     def __call__(self, prompts: list[str], **kwargs) -> list[Image.Image]:
         return self.generate(prompts, **kwargs).pil_images()
 
-    def _sampling_settings(self, cfg, top_k, top_p, temperature, gumbel) -> tuple:
-        defaults = self.config.sampling
-        cfg = defaults.cfg if cfg is None else float(cfg)
-        top_p = defaults.top_p if top_p is None else float(top_p)
-        temperature = defaults.temperature if temperature is None else float(temperature)
-        if top_k is None:
-            per_scale = defaults.top_k
-        elif isinstance(top_k, int):
-            per_scale = (top_k,) * self.config.num_scales
-        else:
-            per_scale = tuple(top_k)
-        if cfg < 0 or not 0 <= top_p < 1 or temperature <= 0 or len(per_scale) != self.config.num_scales \
-                or min(per_scale) < 0:
-            raise ConfigError(f"invalid sampling settings: cfg={cfg} (>= 0), top_p={top_p} (in [0, 1)), "
-                              f"temperature={temperature} (> 0), top_k={list(per_scale)} (>= 0, one or one per scale)")
-        return cfg, per_scale, top_p, temperature, defaults.gumbel if gumbel is None else bool(gumbel)
-
     @torch.inference_mode()
     def generate(self, prompts: list[str], seed: int | Sequence[int] = 0, cfg: float | None = None,
                  top_k: int | Sequence[int] | None = None, top_p: float | None = None,
@@ -140,8 +112,12 @@ class HARTPipeline:
         (0 keeps the whole vocabulary). residual=False gives HART's discrete-only images.
         """
         prompts = check_prompts(prompts)
-        seeds = resolve_seeds(seed, len(prompts))
-        cfg, top_ks, top_p, temperature, gumbel = self._sampling_settings(cfg, top_k, top_p, temperature, gumbel)
+        seeds = rng.resolve_seeds(seed, len(prompts))
+        defaults = self.config.sampling
+        cfg, top_ks, top_p, temperature = sampling_settings(
+            {"cfg": defaults.cfg, "top_k": defaults.top_k, "top_p": defaults.top_p, "temperature": defaults.temperature},
+            self.config.num_scales, cfg, top_k, top_p, temperature)
+        gumbel = defaults.gumbel if gumbel is None else bool(gumbel)
         model, schedule, batch = self.model, self.schedule, len(prompts)
         transformer, quantizer = model.transformer, model.tokenizer.quantizer
         last = schedule.num_scales - 1

@@ -70,6 +70,19 @@ def _mix_array(z: np.ndarray) -> np.ndarray:
     return z ^ (z >> np.uint64(31))
 
 
+def resolve_seeds(seed, count: int) -> list[int]:
+    """An int gives image i the seed `seed + i`; a sequence gives one seed per prompt."""
+    from hart.errors import ConfigError
+
+    seeds = [seed + i for i in range(count)] if isinstance(seed, (int, np.integer)) else list(seed)
+    if len(seeds) != count:
+        raise ConfigError(f"got {len(seeds)} seeds for {count} prompts; pass one seed or one per prompt")
+    try:
+        return [check_seed(s) for s in seeds]
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+
+
 def check_seed(seed: int) -> int:
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= int(seed) <= MASK64:
         raise ValueError(f"seed must be an integer in [0, 2**64) (got {seed!r})")

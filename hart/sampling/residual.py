@@ -44,16 +44,21 @@ class ResidualSampler:
         return mean + torch.exp(0.5 * log_variance) * noise * temperature
 
     @torch.no_grad()
-    def sample(self, head: ResidualHead, cond: torch.Tensor, guidance: float, noise: torch.Tensor,
+    def sample(self, head: ResidualHead, cond: torch.Tensor, guidance: float | torch.Tensor, noise: torch.Tensor,
                temperature: float = 1.0) -> torch.Tensor:
         """cond [2N, C] (conditional rows then unconditional) or [N, C] without guidance.
 
         noise [S, N, C_vae] float32. Returns the residual [N, C_vae] in latent units (x latent_scale).
+        A tensor `guidance` (exported graphs) always runs both halves and applies the quirk below as
+        arithmetic; a float skips the unconditional half when it cannot matter.
         """
         n = noise.shape[1]
         # Guidance 0 changes nothing, and HART takes its unguided code path when the scale is exactly
         # 1 (a quirk kept for fidelity): both need only the conditional rows.
-        guided = cond.shape[0] == 2 * n and guidance not in (0.0, 1.0)
+        if isinstance(guidance, torch.Tensor):
+            guided, guidance = True, torch.where(guidance == 1, torch.zeros_like(guidance), guidance)
+        else:
+            guided = cond.shape[0] == 2 * n and guidance not in (0.0, 1.0)
         if cond.shape[0] == 2 * n and not guided:
             cond = cond[:n]
         x = noise[0].float()  # the chain stays float32 whatever the head's dtype

@@ -5,7 +5,7 @@ from typing import Protocol
 
 import torch
 
-from hart.errors import PromptError
+from hart.portable.words import check_prompts  # noqa: F401 (re-exported)
 
 
 @dataclass
@@ -44,14 +44,3 @@ class TextEncoder(Protocol):
     def encode(self, prompts: list[str]) -> TextContext:
         """Encode a batch of prompts; raise PromptError naming the problem for bad prompts."""
         ...
-
-
-def check_prompts(prompts: list[str]) -> list[str]:
-    if isinstance(prompts, str) or not isinstance(prompts, (list, tuple)):
-        raise PromptError(f"prompts must be a list of strings (got {type(prompts).__name__})")
-    if not prompts:
-        raise PromptError("no prompt given; pass at least one prompt")
-    for i, prompt in enumerate(prompts):
-        if not isinstance(prompt, str) or not prompt.strip():
-            raise PromptError(f"prompt {i + 1} is empty; every prompt needs at least one word")
-    return list(prompts)

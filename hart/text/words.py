@@ -5,48 +5,13 @@ model never saw is refused with a message that names the word, instead of silent
 Ids 0 and 1 are reserved for padding and (never produced) unknown words.
 """
 
-import re
-
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from hart.config import TextEncoderConfig
-from hart.errors import PromptError
-from hart.text.base import TextContext, check_prompts, positions_from_mask
-
-PAD_ID, UNKNOWN_ID = 0, 1
-WORD_PATTERN = re.compile(r"[a-z]+")
-
-
-class WordTokenizer:
-    def __init__(self, vocab: tuple[str, ...], max_tokens: int):
-        self.vocab = vocab
-        self.max_tokens = max_tokens
-        self.ids = {word: i + 2 for i, word in enumerate(vocab)}
-
-    @property
-    def size(self) -> int:
-        return len(self.vocab) + 2
-
-    def split(self, prompt: str) -> list[str]:
-        return WORD_PATTERN.findall(prompt.lower())
-
-    def __call__(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        """prompts -> ids [B, T] int64 (right-padded) and mask [B, T] bool."""
-        rows = []
-        for i, prompt in enumerate(check_prompts(prompts)):
-            words = self.split(prompt)
-            unknown = sorted({w for w in words} - self.ids.keys())
-            if not words or unknown:
-                what = f"unknown word(s) {', '.join(repr(w) for w in unknown)}" if unknown else "no words"
-                raise PromptError(f"prompt {i + 1} ({prompt!r}) has {what}; this model knows: "
-                                  f"{', '.join(sorted(self.vocab))}")
-            if len(words) > self.max_tokens:
-                raise PromptError(f"prompt {i + 1} has {len(words)} words; this model reads at most {self.max_tokens}")
-            rows.append([self.ids[w] for w in words] + [PAD_ID] * (self.max_tokens - len(words)))
-        ids = torch.tensor(rows, dtype=torch.int64)
-        return ids, ids != PAD_ID
+from hart.portable.words import WordTokenizer
+from hart.text.base import TextContext, positions_from_mask
 
 
 class EncoderLayer(nn.Module):
@@ -91,5 +56,5 @@ class WordTextEncoder(nn.Module):
     def encode(self, prompts: list[str]) -> TextContext:
         ids, mask = self.tokenizer(prompts)
         device = self.embed.weight.device
-        ids, mask = ids.to(device), mask.to(device)
+        ids, mask = torch.from_numpy(ids).to(device), torch.from_numpy(mask).to(device)
         return TextContext(self.forward(ids, mask).float(), mask, positions_from_mask(mask))

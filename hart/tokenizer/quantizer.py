@@ -107,3 +107,37 @@ class MultiScaleQuantizer(nn.Module):
             f_hat = f_hat + self.scale_contribution(si, tokens_to_grid(self.codebook(ids)))
             inputs.append(self.next_input(f_hat, si + 1))
         return torch.cat(inputs, dim=1)
+
+    # ------------------------------------------------------------------------------------ training
+    def quantize_for_training(self, f: torch.Tensor, beta: float) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
+        """VAR's training pass over every scale, in the inference convention (no Φ on the last scale).
+
+        Returns the straight-through discrete latent (value f_hat, gradient of f), the VQ loss
+        mean_si(beta |sg(f_hat_si) - f|^2 + |f_hat_si - sg(f)|^2) (commitment + codebook and Φ) and
+        the ids per scale.
+        """
+        target = f.detach()
+        rest, f_hat = target.clone(), torch.zeros_like(target)
+        loss = f.new_zeros(())
+        ids_per_scale = []
+        for si, n in enumerate(self.patch_nums):
+            last = si == len(self.patch_nums) - 1
+            z = rest if last else F.interpolate(rest, size=(n, n), mode="area")
+            ids = self.nearest(grid_to_tokens(z).reshape(-1, z.shape[1])).view(f.shape[0], n * n)
+            ids_per_scale.append(ids)
+            contribution = self.scale_contribution(si, tokens_to_grid(self.codebook(ids)))
+            f_hat = f_hat + contribution
+            rest = rest - contribution.detach()
+            loss = loss + beta * F.mse_loss(f_hat.detach(), f) + F.mse_loss(f_hat, target)
+        straight_through = f_hat.detach() - target + f
+        return straight_through, loss / len(self.patch_nums), ids_per_scale
+
+    @torch.no_grad()
+    def restart_codes(self, dead: torch.Tensor, candidates: torch.Tensor, generator: torch.Generator) -> int:
+        """Move unused codebook rows (`dead` [V] bool) onto random latent vectors `candidates` [M, C]."""
+        rows = dead.nonzero().squeeze(1)
+        if len(rows) == 0 or len(candidates) == 0:
+            return 0
+        pick = torch.randint(len(candidates), (len(rows),), generator=generator, device=candidates.device)
+        self.codebook.weight[rows] = candidates[pick].to(self.codebook.weight.dtype)
+        return len(rows)

@@ -13,16 +13,16 @@ import torch.nn.functional as F
 from hart.config import TokenizerConfig
 
 
-def group_norm(channels: int) -> nn.GroupNorm:
-    return nn.GroupNorm(num_groups=32, num_channels=channels, eps=1e-6, affine=True)
+def group_norm(channels: int, groups: int) -> nn.GroupNorm:
+    return nn.GroupNorm(num_groups=groups, num_channels=channels, eps=1e-6, affine=True)
 
 
 class ResnetBlock(nn.Module):
-    def __init__(self, in_channels: int, out_channels: int):
+    def __init__(self, in_channels: int, out_channels: int, groups: int):
         super().__init__()
-        self.norm1 = group_norm(in_channels)
+        self.norm1 = group_norm(in_channels, groups)
         self.conv1 = nn.Conv2d(in_channels, out_channels, 3, padding=1)
-        self.norm2 = group_norm(out_channels)
+        self.norm2 = group_norm(out_channels, groups)
         self.conv2 = nn.Conv2d(out_channels, out_channels, 3, padding=1)
         self.nin_shortcut = nn.Conv2d(in_channels, out_channels, 1) if in_channels != out_channels else nn.Identity()
 
@@ -35,17 +35,17 @@ class ResnetBlock(nn.Module):
 class AttentionBlock(nn.Module):
     """Single-head spatial self-attention over all H*W positions, with a residual connection."""
 
-    def __init__(self, channels: int):
+    def __init__(self, channels: int, groups: int):
         super().__init__()
-        self.norm = group_norm(channels)
+        self.norm = group_norm(channels, groups)
         self.qkv = nn.Conv2d(channels, 3 * channels, 1)
         self.proj_out = nn.Conv2d(channels, channels, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, c, h, w = x.shape
-        q, k, v = self.qkv(self.norm(x)).reshape(b, 3, c, h * w).transpose(-1, -2).unbind(1)  # [B, HW, C]
-        out = F.scaled_dot_product_attention(q, k, v)  # softmax(q k^T / sqrt(C)) v
-        return x + self.proj_out(out.transpose(-1, -2).reshape(b, c, h, w))
+        qkv = self.qkv(self.norm(x)).reshape(b, 3, 1, c, h * w).transpose(-1, -2)  # [B, 3, 1 head, HW, C]
+        out = F.scaled_dot_product_attention(qkv[:, 0], qkv[:, 1], qkv[:, 2])  # softmax(q k^T / sqrt(C)) v
+        return x + self.proj_out(out.squeeze(1).transpose(-1, -2).reshape(b, c, h, w))
 
 
 class Downsample(nn.Module):
@@ -70,11 +70,12 @@ class Level(nn.Module):
     """One resolution: `blocks` ResNet blocks, optional attention after each, optional resampling."""
 
     def __init__(self, in_channels: int, out_channels: int, blocks: int, attention: bool,
-                 resample: type[nn.Module] | None, resample_attr: str):
+                 resample: type[nn.Module] | None, resample_attr: str, groups: int):
         super().__init__()
         channels = [in_channels] + [out_channels] * blocks
-        self.block = nn.ModuleList(ResnetBlock(a, b) for a, b in zip(channels, channels[1:]))
-        self.attn = nn.ModuleList(AttentionBlock(out_channels) for _ in range(blocks)) if attention else nn.ModuleList()
+        self.block = nn.ModuleList(ResnetBlock(a, b, groups) for a, b in zip(channels, channels[1:]))
+        self.attn = nn.ModuleList(
+            AttentionBlock(out_channels, groups) for _ in range(blocks)) if attention else nn.ModuleList()
         self.resample_attr = resample_attr
         if resample is not None:
             setattr(self, resample_attr, resample(out_channels))
@@ -89,11 +90,11 @@ class Level(nn.Module):
 
 
 class Middle(nn.Module):
-    def __init__(self, channels: int, attention: bool):
+    def __init__(self, channels: int, attention: bool, groups: int):
         super().__init__()
-        self.block_1 = ResnetBlock(channels, channels)
-        self.attn_1 = AttentionBlock(channels) if attention else nn.Identity()
-        self.block_2 = ResnetBlock(channels, channels)
+        self.block_1 = ResnetBlock(channels, channels, groups)
+        self.attn_1 = AttentionBlock(channels, groups) if attention else nn.Identity()
+        self.block_2 = ResnetBlock(channels, channels, groups)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.block_2(self.attn_1(self.block_1(x)))
@@ -109,10 +110,10 @@ class Encoder(nn.Module):
         ins = (ch,) + tuple(ch * m for m in mult[:-1])
         self.down = nn.ModuleList(
             Level(ins[i], ch * m, config.res_blocks, config.attention and i == last,
-                  Downsample if i != last else None, "downsample") for i, m in enumerate(mult))
+                  Downsample if i != last else None, "downsample", config.norm_groups) for i, m in enumerate(mult))
         top = ch * mult[-1]
-        self.mid = Middle(top, config.mid_attention)
-        self.norm_out = group_norm(top)
+        self.mid = Middle(top, config.mid_attention, config.norm_groups)
+        self.norm_out = group_norm(top, config.norm_groups)
         self.conv_out = nn.Conv2d(top, config.latent_channels, 3, padding=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -130,14 +131,14 @@ class Decoder(nn.Module):
         ch, mult, last = config.channels, config.channel_mult, len(config.channel_mult) - 1
         top = ch * mult[-1]
         self.conv_in = nn.Conv2d(config.latent_channels, top, 3, padding=1)
-        self.mid = Middle(top, config.mid_attention)
+        self.mid = Middle(top, config.mid_attention, config.norm_groups)
         # up[i] works at resolution level i; it runs from the last level down to 0
         outs = [ch * m for m in mult]
         ins = [outs[i + 1] if i < last else top for i in range(len(mult))]
         self.up = nn.ModuleList(
             Level(ins[i], outs[i], config.res_blocks + 1, config.attention and i == last,
-                  Upsample if i != 0 else None, "upsample") for i in range(len(mult)))
-        self.norm_out = group_norm(outs[0])
+                  Upsample if i != 0 else None, "upsample", config.norm_groups) for i in range(len(mult)))
+        self.norm_out = group_norm(outs[0], config.norm_groups)
         self.conv_out = nn.Conv2d(outs[0], 3, 3, padding=1)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:

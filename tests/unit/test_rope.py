@@ -34,3 +34,21 @@ def test_1d_rope_is_the_llama_layout():
     assert cos.shape == (1, 4, 8)
     assert torch.allclose(cos[0, 1], torch.tensor([math.cos(10000 ** (-2 * j / 8)) for j in range(4)] * 2))
     assert torch.equal(cos[0, 2], cos[0, 3])  # pads repeat the last position
+
+
+def test_numpy_tables_match_torch():
+    import numpy as np
+
+    from hart.models.rope import inverse_frequencies
+    from hart.portable import rope as portable
+
+    offsets = torch.tensor([4, 0, 11])
+    positions = image_positions(5, 8, offsets)
+    assert np.array_equal(portable.image_positions(5, 8, offsets.numpy()), positions.numpy())
+    for got, want in zip(portable.image_rope(positions.numpy(), inverse_frequencies(64, 1e4, 4).numpy()),
+                         image_rope(positions, 64, 1e4)):
+        assert np.abs(got - want.numpy()).max() <= 1e-6
+    text = torch.tensor([[0, 1, 2, 2], [0, 0, 0, 0]])
+    for got, want in zip(portable.text_rope(text.numpy(), inverse_frequencies(64, 1e4, 2).numpy()),
+                         text_rope(text, 64, 1e4)):
+        assert np.abs(got - want.numpy()).max() <= 1e-6

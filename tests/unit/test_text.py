@@ -4,7 +4,7 @@ import torch
 from hart.config import TextEncoderConfig
 from hart.errors import PromptError
 from hart.text import TextContext, WordTextEncoder
-from hart.text.words import PAD_ID, WordTokenizer
+from hart.portable.words import PAD_ID, WordTokenizer
 
 VOCAB = ("a", "red", "circle", "on", "blue", "background")
 

@@ -1,0 +1,147 @@
+"""The judge: a small CNN that reads a one-object scene's attributes (color, shape, size, position,
+background) and whose penultimate features give the Fréchet distance of `hart eval`.
+
+It is trained on clean renders of every (color, shape) pair (held-out pairs included: it judges the
+generator, it is not the generator), with mild blur and noise so generated images with soft edges
+are read as a person would. `hart train classifier` trains it; the package ships the result.
+"""
+
+import json
+import logging
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from safetensors.torch import save_file
+
+from hart.atomic import atomic_directory
+from hart.checkpoints.io import load_strict, read_safetensors
+from hart.data.scenes import BACKGROUNDS, COLORS, IMAGE_SIZE, POSITIONS, SHAPES, SIZES, Scene
+from hart.errors import CheckpointError
+from hart.train.common import (RunFolder, Throughput, TrainSettings, average, check_resume, end_process, progress_bar,
+                               scene_batches, seed_everything, set_learning_rate, settings_dict, start_process)
+
+log = logging.getLogger(__name__)
+
+ATTRIBUTES: dict[str, tuple[str, ...]] = {
+    "color": tuple(COLORS), "shape": SHAPES, "size": tuple(SIZES), "position": tuple(POSITIONS),
+    "background": tuple(BACKGROUNDS),
+}
+SHIPPED = Path(__file__).resolve().parent.parent / "assets" / "scene_classifier"
+WEIGHTS, LABELS = "classifier.safetensors", "attributes.json"
+KIND = "classifier"
+
+
+def scene_labels(scene: Scene) -> dict[str, int]:
+    obj = scene.objects[0]
+    values = {"color": obj.color, "shape": obj.shape, "size": obj.size, "position": obj.position,
+              "background": scene.background}
+    return {name: ATTRIBUTES[name].index(value) for name, value in values.items()}
+
+
+class SceneClassifier(nn.Module):
+    def __init__(self, width: int = 32, features: int = 128):
+        super().__init__()
+        channels = [3, width, 2 * width, 4 * width, 4 * width]
+        layers: list[nn.Module] = []
+        for a, b in zip(channels, channels[1:]):  # 128 -> 64 -> 32 -> 16 -> 8
+            layers += [nn.Conv2d(a, b, 3, stride=2, padding=1), nn.GroupNorm(8, b), nn.SiLU(),
+                       nn.Conv2d(b, b, 3, padding=1), nn.GroupNorm(8, b), nn.SiLU()]
+        self.body = nn.Sequential(*layers)
+        # flattened, not pooled: position is a spatial attribute
+        self.embed = nn.Sequential(nn.Flatten(), nn.Linear(4 * width * (IMAGE_SIZE // 16) ** 2, features), nn.SiLU())
+        self.heads = nn.ModuleDict({name: nn.Linear(features, len(values)) for name, values in ATTRIBUTES.items()})
+
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        """images [B, 3, 128, 128] in [0, 1] -> features [B, F] (the Fréchet distance's space)."""
+        return self.embed(self.body(images * 2 - 1))
+
+    def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        features = self.features(images)
+        return {name: head(features) for name, head in self.heads.items()}
+
+    @torch.no_grad()
+    def predict(self, images: torch.Tensor) -> dict[str, list[str]]:
+        return {name: [ATTRIBUTES[name][i] for i in logits.argmax(-1).tolist()]
+                for name, logits in self(images).items()}
+
+
+def load_classifier(folder: str | Path = SHIPPED) -> SceneClassifier:
+    folder = Path(folder)
+    if not (folder / LABELS).is_file():
+        raise CheckpointError(f"{folder} holds no scene classifier ({LABELS} missing); train one with "
+                              "`hart train classifier --out DIR`")
+    if json.loads((folder / LABELS).read_text()) != {k: list(v) for k, v in ATTRIBUTES.items()}:
+        raise CheckpointError(f"{folder / LABELS} lists other attribute values than this version's scenes")
+    with torch.device("meta"):
+        model = SceneClassifier()
+    load_strict(model, read_safetensors(folder / WEIGHTS), str(folder / WEIGHTS))
+    return model.eval()
+
+
+def _augment(images: torch.Tensor, generator: torch.Generator, process) -> torch.Tensor:
+    """Random Gaussian blur (sigma up to 1.2 px) and pixel noise (std up to 0.04), per image."""
+    batch = images.shape[0]
+    global_batch = batch * process.world_size
+    sigma = process.own_part(torch.rand(global_batch, generator=generator)).cpu() * 1.2 + 1e-3
+    offsets = torch.arange(-3, 4, dtype=torch.float32)
+    kernels = torch.exp(-offsets[None] ** 2 / (2 * sigma[:, None] ** 2))
+    kernels = (kernels / kernels.sum(1, keepdim=True)).to(images.device)  # [B, 7]
+    x = images.transpose(0, 1)  # [3, B, H, W]: one group per image
+    x = F.conv2d(F.pad(x, (3, 3, 0, 0), mode="replicate"), kernels[:, None, None, :], groups=batch)
+    x = F.conv2d(F.pad(x, (0, 0, 3, 3), mode="replicate"), kernels[:, None, :, None], groups=batch)
+    noise = process.own_part(torch.randn((global_batch, *images.shape[1:]), generator=generator))
+    strength = process.own_part(torch.rand(global_batch, 1, 1, 1, generator=generator))
+    return (x.transpose(0, 1) + noise * strength * 0.04).clamp(0, 1)
+
+
+def export_classifier(model: SceneClassifier, out: Path) -> Path:
+    with atomic_directory(out, overwrite=True) as tmp:
+        save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, tmp / WEIGHTS)
+        (tmp / LABELS).write_text(json.dumps({k: list(v) for k, v in ATTRIBUTES.items()}, indent=1) + "\n")
+    return out
+
+
+def train_classifier(settings: TrainSettings, out: str | Path, device: str = "auto", resume: bool = False) -> Path:
+    process = start_process(device)
+    try:
+        out = Path(out)
+        folder = RunFolder(out, process)
+        generator = seed_everything(settings.seed)
+        model = SceneClassifier().to(process.device)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
+        state = folder.load()
+        first_step = check_resume(state, KIND, settings, resume, folder)
+        if state is not None:
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+        trainer = torch.nn.parallel.DistributedDataParallel(model) if process.world_size > 1 else model
+        bar = progress_bar(process, first_step, settings.steps, "classifier")
+        speed = Throughput()
+        batches = scene_batches("classifier", settings, first_step, process, IMAGE_SIZE, labels=scene_labels)
+        for step, (images, labels) in enumerate(batches, start=first_step):
+            lr = set_learning_rate(optimizer, step, settings)
+            logits = trainer(_augment(images.to(process.device), generator, process))
+            losses = {name: F.cross_entropy(logits[name], labels[name].to(process.device)) for name in ATTRIBUTES}
+            loss = sum(losses.values())
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            speed.add(settings.batch_size)
+            if (step + 1) % settings.log_every == 0 or step + 1 == settings.steps:
+                record = {"step": step + 1, "lr": lr, "loss": average(loss), "images_per_s": speed.rate(),
+                          **{f"loss_{name}": average(value) for name, value in losses.items()}}
+                folder.log(record)
+                bar.set_postfix(loss=f"{record['loss']:.4f}")
+            if (step + 1) % settings.checkpoint_every == 0:
+                folder.save({"kind": KIND, "step": step + 1, "settings": settings_dict(settings),
+                             "model": model.state_dict(), "optimizer": optimizer.state_dict()})
+            bar.update(1)
+        bar.close()
+        model_dir = out / "model"
+        if process.is_main:
+            export_classifier(model.eval(), model_dir)
+        return model_dir
+    finally:
+        end_process()

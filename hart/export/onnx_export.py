@@ -1,0 +1,124 @@
+"""`hart export onnx`: graphs, precisions, parity checks and the manifest, written atomically.
+
+OUT/<precision>/ holds every graph of that precision plus manifest.json, so each folder can be
+handed to a runtime alone. Graphs a precision does not change are hard-linked from fp32.
+"""
+
+import contextlib
+import io
+import logging
+import os
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import onnx
+import torch
+
+import hart
+from hart.atomic import atomic_directory
+from hart.components import HARTModel
+from hart.errors import ConfigError
+from hart.export import onnx_quantize
+from hart.export.graphs import GraphSpec, graph_specs
+from hart.export.manifest import build_manifest, write_manifest
+
+log = logging.getLogger(__name__)
+
+PRECISIONS = ("fp32", "fp16", "int8", "qdq", "int4")
+# graphs each precision rewrites (the rest are the fp32 graphs)
+QUANTIZED = {
+    "fp16": None,  # every graph
+    "int8": ("text_encoder", "condition", "step", "residual"),
+    "qdq": ("step", "residual"),
+    "int4": ("text_encoder", "condition", "step", "residual"),
+}
+LARGE_GRAPH_BYTES = 1_800_000_000  # above this, weights go to external data (protobuf's 2 GB limit)
+
+
+def parse_precisions(text: str) -> tuple[str, ...]:
+    chosen = tuple(p.strip() for p in text.split(",") if p.strip())
+    unknown = sorted(set(chosen) - set(PRECISIONS))
+    if unknown or not chosen:
+        raise ConfigError(f"unknown precision(s) {', '.join(unknown) or '(none)'}; choose from {', '.join(PRECISIONS)}")
+    return chosen
+
+
+def export_graph(spec: GraphSpec, folder: Path) -> Path:
+    """torch.export -> ONNX (opset 20) -> onnx.checker; large graphs keep their weights in <file>.data."""
+    path = folder / f"{spec.name}.onnx"
+    parameters = sum(p.numel() * p.element_size() for p in spec.module.parameters())
+    with contextlib.redirect_stdout(io.StringIO()) as chatter, torch.no_grad():
+        program = torch.onnx.export(spec.module.eval(), spec.example, dynamo=True, input_names=spec.inputs,
+                                    output_names=spec.outputs, dynamic_shapes=spec.dynamic, verbose=False)
+    log.debug("%s export log:\n%s", spec.name, chatter.getvalue())
+    program.save(str(path), external_data=parameters > LARGE_GRAPH_BYTES)
+    onnx.checker.check_model(str(path))
+    return path
+
+
+def _link_or_copy(source: Path, target: Path) -> None:
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copy2(source, target)
+
+
+def _graph_files(folder: Path, name: str) -> list[Path]:
+    return [p for p in (folder / f"{name}.onnx", folder / f"{name}.onnx.data") if p.exists()]
+
+
+def build_precision(precision: str, fp32: Path, target: Path, specs: list[GraphSpec],
+                    calibration: dict[str, list[dict[str, np.ndarray]]], int4_block: int, int4_algorithm: str) -> None:
+    target.mkdir()
+    rewrite = QUANTIZED[precision]
+    for spec in specs:
+        source, destination = fp32 / f"{spec.name}.onnx", target / f"{spec.name}.onnx"
+        if rewrite is not None and spec.name not in rewrite:
+            for file in _graph_files(fp32, spec.name):
+                _link_or_copy(file, target / file.name)
+        elif precision == "fp16":
+            onnx_quantize.convert_fp16(source, destination)
+        elif precision == "int8" or (precision == "int4" and spec.name in ("text_encoder", "condition")):
+            onnx_quantize.quantize_int8(source, destination)
+        elif precision == "int4":
+            onnx_quantize.quantize_int4(source, destination, int4_block, int4_algorithm)
+        else:
+            onnx_quantize.quantize_qdq(source, destination, calibration[spec.name])
+
+
+def export_onnx(model: HARTModel, out: str | Path, precisions: tuple[str, ...] = ("fp32",), int4_block: int = 128,
+                int4_algorithm: str = "rtn", parity_seeds: int = 20, overwrite: bool = False) -> Path:
+    """Export `model` (CPU, float32) to OUT/<precision>/ for every requested precision."""
+    from hart.export.parity import calibration_feeds, measure_parity, parity_prompts
+
+    if int4_algorithm not in onnx_quantize.INT4_ALGORITHMS or int4_block not in (32, 64, 128, 256):
+        raise ConfigError(f"int4 needs --int4-algorithm in {onnx_quantize.INT4_ALGORITHMS} and a block of "
+                          f"32, 64, 128 or 256 (got {int4_algorithm!r}, {int4_block})")
+    model = model.eval().to("cpu", torch.float32)
+    specs = graph_specs(model)
+    prompts = parity_prompts(model.config, max(parity_seeds, 1))
+    out = Path(out)
+    with atomic_directory(out, overwrite=overwrite) as tmp:
+        fp32 = tmp / "fp32"
+        fp32.mkdir()
+        started = time.perf_counter()
+        for spec in specs:
+            export_graph(spec, fp32)
+            log.info("exported %s", spec.name)
+        write_manifest(fp32, build_manifest(model, fp32, "fp32", specs))
+        log.info("fp32 graphs in %.1f s", time.perf_counter() - started)
+        calibration = calibration_feeds(fp32, prompts[:8]) if "qdq" in precisions else {}
+        for precision in precisions:
+            if precision != "fp32":
+                build_precision(precision, fp32, tmp / precision, specs, calibration, int4_block, int4_algorithm)
+                write_manifest(tmp / precision, build_manifest(model, tmp / precision, precision, specs))
+            options = {"int4_block": int4_block, "int4_algorithm": int4_algorithm} if precision == "int4" else {}
+            parity = measure_parity(model, tmp / precision, specs, prompts, parity_seeds)
+            write_manifest(tmp / precision, build_manifest(model, tmp / precision, precision, specs, parity, options))
+            log.info("%s: %s", precision, parity["summary"])
+        if "fp32" not in precisions:
+            shutil.rmtree(fp32)
+    log.info("export written to %s (hart %s)", out, hart.__version__)
+    return out

@@ -1,0 +1,119 @@
+"""Export-only modules that fix each graph's inputs and outputs; they reuse the models' code.
+
+Graphs of one export (B prompts, R = 2B guided rows, T text tokens, L new tokens, P cached tokens):
+    text_encoder  ids [B, T] int64, mask [B, T] bool            -> hidden [B, T, D_txt]
+    condition     hidden [R, T, D_txt], mask [R, T] bool         -> tokens [R, T, C], cond_blocks, cond_head [R, C]
+    step          x [R, L, C], cond_blocks, cond_head, cos, sin [R, L, hd],
+                  past_k, past_v [depth, R, H, P, hd]            -> logits [R, L, V], hidden [R, L, C],
+                                                                    present_k, present_v [depth, R, H, P+L, hd]
+    update_<si>   f_hat [B, C_vae, N, N], ids [B, n*n]            -> f_hat, next_x [R, n'*n', C]   (si < K-1)
+    update_<K-1>  f_hat, ids [B, N*N], residual [B, N*N, C_vae]   -> f_hat                         (no Φ)
+    residual      hidden [R, N*N, C], ids [B, N*N], noise [S, B*N*N, C_vae], guidance []
+                                                                  -> residual [B, N*N, C_vae]      (S steps unrolled)
+    decoder       f_hat [B, C_vae, N, N]                          -> image [B, 3, H, W] in [0, 1]
+"""
+
+import torch
+import torch.nn as nn
+
+from hart.models import Condition, HARTTransformer, ResidualHead
+from hart.sampling import ResidualSampler
+from hart.text.words import WordTextEncoder
+from hart.tokenizer import HybridTokenizer
+from hart.tokenizer.quantizer import tokens_to_grid
+
+
+class ConcatCache:
+    """A KV cache as explicit graph I/O: the new keys/values are appended to the past ones."""
+
+    def __init__(self, past_keys: torch.Tensor, past_values: torch.Tensor):
+        self.past_keys, self.past_values = past_keys, past_values
+        self.keys: list[torch.Tensor] = []
+        self.values: list[torch.Tensor] = []
+
+    def write(self, layer: int, start: int, keys: torch.Tensor, values: torch.Tensor):
+        self.keys.append(torch.cat((self.past_keys[layer], keys), dim=2))
+        self.values.append(torch.cat((self.past_values[layer], values), dim=2))
+        return self.keys[-1], self.values[-1]
+
+
+class TextEncoderGraph(nn.Module):
+    def __init__(self, encoder: WordTextEncoder):
+        super().__init__()
+        self.encoder = encoder
+
+    def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return self.encoder(ids, mask)
+
+
+class ConditionGraph(nn.Module):
+    def __init__(self, transformer: HARTTransformer):
+        super().__init__()
+        self.transformer = transformer
+
+    def forward(self, hidden: torch.Tensor, mask: torch.Tensor):
+        tokens, condition = self.transformer.embed_context(hidden, mask)
+        return tokens, condition.blocks, condition.head
+
+
+class StepGraph(nn.Module):
+    def __init__(self, transformer: HARTTransformer):
+        super().__init__()
+        self.transformer = transformer
+
+    def forward(self, x, cond_blocks, cond_head, cos, sin, past_k, past_v):
+        condition = Condition(cond_blocks, cond_head)
+        cache = ConcatCache(past_k, past_v)
+        hidden = self.transformer.forward_blocks(x, condition, (cos, sin), cache)
+        logits = self.transformer.logits(hidden, condition)
+        return logits, hidden, torch.stack(cache.keys), torch.stack(cache.values)
+
+
+class UpdateGraph(nn.Module):
+    """Codebook lookup + Φ + bicubic up into f_hat, then the next scale's embedded input."""
+
+    def __init__(self, tokenizer: HybridTokenizer, transformer: HARTTransformer, scale_index: int):
+        super().__init__()
+        self.quantizer, self.transformer, self.scale_index = tokenizer.quantizer, transformer, scale_index
+
+    def forward(self, f_hat: torch.Tensor, ids: torch.Tensor):
+        codes = tokens_to_grid(self.quantizer.codebook(ids))
+        f_hat = f_hat + self.quantizer.scale_contribution(self.scale_index, codes)
+        next_input = self.quantizer.next_input(f_hat, self.scale_index + 1)
+        next_x = self.transformer.embed_scale(next_input, self.scale_index + 1)
+        return f_hat, torch.cat((next_x, next_x))
+
+
+class FinalUpdateGraph(nn.Module):
+    """The last scale: codes plus the continuous residual, added without Φ."""
+
+    def __init__(self, tokenizer: HybridTokenizer):
+        super().__init__()
+        self.quantizer = tokenizer.quantizer
+
+    def forward(self, f_hat: torch.Tensor, ids: torch.Tensor, residual: torch.Tensor):
+        return f_hat + tokens_to_grid(self.quantizer.codebook(ids) + residual)
+
+
+class ResidualGraph(nn.Module):
+    """The residual head's whole sampling loop, its steps unrolled; the noise is an input."""
+
+    def __init__(self, tokenizer: HybridTokenizer, transformer: HARTTransformer, head: ResidualHead,
+                 sampler: ResidualSampler):
+        super().__init__()
+        self.quantizer, self.transformer, self.head, self.sampler = tokenizer.quantizer, transformer, head, sampler
+
+    def forward(self, hidden, ids, noise, guidance):
+        codes = self.quantizer.codebook(ids)
+        cond = self.transformer.residual_condition(hidden, torch.cat((codes, codes)))
+        residual = self.sampler.sample(self.head, cond.flatten(0, 1), guidance, noise)
+        return residual.view(ids.shape[0], ids.shape[1], -1)
+
+
+class DecoderGraph(nn.Module):
+    def __init__(self, tokenizer: HybridTokenizer):
+        super().__init__()
+        self.tokenizer = tokenizer
+
+    def forward(self, f_hat: torch.Tensor) -> torch.Tensor:
+        return self.tokenizer.decode_latent(f_hat)

@@ -1,0 +1,61 @@
+"""Word-level prompt tokenization of the embedded model (numpy only; every runtime uses it).
+
+Prompts are lower-cased and split into runs of letters; each word maps to 2 + its index in the
+vocabulary (0 is padding, 1 is reserved for unknown words, which are refused instead). Ids are
+right-padded to T, and the mask marks real words.
+"""
+
+import re
+
+import numpy as np
+
+from hart.errors import PromptError
+
+PAD_ID, UNKNOWN_ID = 0, 1
+WORD_PATTERN = re.compile(r"[a-z]+")
+
+
+def check_prompts(prompts: list[str]) -> list[str]:
+    if isinstance(prompts, str) or not isinstance(prompts, (list, tuple)):
+        raise PromptError(f"prompts must be a list of strings (got {type(prompts).__name__})")
+    if not prompts:
+        raise PromptError("no prompt given; pass at least one prompt")
+    for i, prompt in enumerate(prompts):
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise PromptError(f"prompt {i + 1} is empty; every prompt needs at least one word")
+    return list(prompts)
+
+
+class WordTokenizer:
+    def __init__(self, vocab: tuple[str, ...], max_tokens: int):
+        self.vocab = tuple(vocab)
+        self.max_tokens = max_tokens
+        self.ids = {word: i + 2 for i, word in enumerate(self.vocab)}
+
+    @property
+    def size(self) -> int:
+        return len(self.vocab) + 2
+
+    def split(self, prompt: str) -> list[str]:
+        return WORD_PATTERN.findall(prompt.lower())
+
+    def __call__(self, prompts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """prompts -> ids [B, T] int64 (right-padded) and mask [B, T] bool."""
+        rows = []
+        for i, prompt in enumerate(check_prompts(prompts)):
+            words = self.split(prompt)
+            unknown = sorted(set(words) - self.ids.keys())
+            if not words or unknown:
+                what = f"unknown word(s) {', '.join(repr(w) for w in unknown)}" if unknown else "no words"
+                raise PromptError(f"prompt {i + 1} ({prompt!r}) has {what}; this model knows: "
+                                  f"{', '.join(sorted(self.vocab))}")
+            if len(words) > self.max_tokens:
+                raise PromptError(f"prompt {i + 1} has {len(words)} words; this model reads at most {self.max_tokens}")
+            rows.append([self.ids[w] for w in words] + [PAD_ID] * (self.max_tokens - len(words)))
+        ids = np.array(rows, dtype=np.int64)
+        return ids, ids != PAD_ID
+
+
+def positions_from_mask(mask: np.ndarray) -> np.ndarray:
+    """cumsum(mask) - 1: pads repeat the last real position (HART's context position ids)."""
+    return np.cumsum(mask.astype(np.int64), axis=1) - 1

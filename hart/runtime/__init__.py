@@ -1,0 +1,1 @@
+"""Torch-free runtimes for exported models (onnxruntime + numpy), driven by manifest.json."""

@@ -1,0 +1,143 @@
+"""The manifest-driven generation loop shared by every exported runtime (numpy, no torch).
+
+It mirrors hart/pipeline.py step by step with the portable RNG and sampler; a backend supplies the
+compute (ONNX Runtime sessions, Core ML functions, or the PyTorch export wrappers). This file is the
+executable reference the web and iOS demos follow: every constant comes from manifest.json.
+"""
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+from hart.errors import DependencyError
+from hart.portable import rng
+from hart.portable.rope import image_positions, image_rope, text_rope
+from hart.portable.rng import resolve_seeds
+from hart.portable.sampling import sample_categorical, sampling_settings
+from hart.portable.words import WordTokenizer, check_prompts, positions_from_mask
+
+
+class Backend(Protocol):
+    """The graphs of an export; arrays are numpy, R = 2B guided rows ([cond; uncond])."""
+
+    def text_encoder(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray: ...
+
+    def condition(self, hidden: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]: ...
+
+    def begin(self, rows: int) -> None:
+        """Start a generation: empty the KV cache."""
+
+    def step(self, scale_index: int, x, cond_blocks, cond_head, cos, sin) -> tuple[np.ndarray, np.ndarray]:
+        """Run one scale (extending the cache); return logits [R, L, V] and hidden [R, L, C]."""
+
+    def update(self, scale_index: int, f_hat: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]: ...
+
+    def final(self, f_hat: np.ndarray, ids: np.ndarray, residual: np.ndarray) -> np.ndarray: ...
+
+    def residual(self, hidden: np.ndarray, ids: np.ndarray, noise: np.ndarray, guidance: np.ndarray) -> np.ndarray: ...
+
+    def decoder(self, f_hat: np.ndarray) -> np.ndarray: ...
+
+
+@dataclass
+class RuntimeResult:
+    images: np.ndarray  # [B, 3, H, W] float32 in [0, 1]
+    ids: list[np.ndarray]  # per scale [B, n*n] int64 (the sampled ones, also under teacher forcing)
+    residual: np.ndarray | None  # [B, N*N, C_vae]
+    seeds: list[int]
+    timings: dict[str, float] = field(default_factory=dict)
+    discrete_images: np.ndarray | None = None  # the same tokens decoded without the residual (if asked)
+
+    def pil_images(self):
+        from PIL import Image
+
+        pixels = np.round(np.clip(self.images, 0, 1) * 255).astype(np.uint8).transpose(0, 2, 3, 1)
+        return [Image.fromarray(np.ascontiguousarray(p)) for p in pixels]
+
+
+class ManifestLoop:
+    def __init__(self, manifest: dict, backend: Backend):
+        self.manifest, self.backend = manifest, backend
+        text = manifest["text"]
+        if text["kind"] != "words":
+            raise DependencyError(f"the {text['kind']} text encoder is not part of this export; "
+                                  "only models with the word encoder run from an export folder")
+        self.tokenizer = WordTokenizer(tuple(text["vocab"]), text["max_tokens"])
+        self.patch_nums = manifest["schedule"]["patch_nums"]
+        self.rope = {k: np.asarray(v, dtype=np.float32) for k, v in manifest["rope"].items() if k.endswith("inv_freq")}
+
+    @property
+    def config(self) -> dict:
+        return self.manifest["model"]["config"]
+
+    def generate(self, prompts: list[str], seed: int | Sequence[int] = 0, cfg: float | None = None,
+                 top_k: int | Sequence[int] | None = None, top_p: float | None = None,
+                 temperature: float | None = None, residual: bool = True,
+                 teacher_ids: list[np.ndarray] | None = None, discrete_too: bool = False) -> RuntimeResult:
+        """Generate one image per prompt (the arguments are HARTPipeline.generate's).
+
+        teacher_ids: ids per scale to continue from instead of the sampled ones (teacher forcing, for
+        measuring token agreement); the result still reports the sampled ids. discrete_too: also decode
+        the same tokens without the residual (HART's discrete-only image).
+        """
+        prompts = check_prompts(prompts)
+        seeds = resolve_seeds(seed, len(prompts))
+        cfg, top_ks, top_p, temperature = sampling_settings(self.manifest["sampling"], len(self.patch_nums), cfg,
+                                                            top_k, top_p, temperature)
+        progress, backend, batch, timings = self.manifest["schedule"]["progress"], self.backend, len(prompts), {}
+        last, size = len(self.patch_nums) - 1, self.patch_nums[-1]
+        latent = self.config["tokenizer"]["latent_channels"]
+
+        started = time.perf_counter()
+        ids, mask = self.tokenizer(prompts)
+        hidden = backend.text_encoder(ids, mask)
+        null_mask = np.zeros_like(mask)
+        null_mask[:, 0] = True  # the unconditional rows: zero features, first token marked real
+        both_mask = np.concatenate([mask, null_mask])
+        positions = np.concatenate([positions_from_mask(mask), np.zeros_like(mask, dtype=np.int64)])
+        x, cond_blocks, cond_head = backend.condition(np.concatenate([hidden, np.zeros_like(hidden)]), both_mask)
+        timings["text"] = time.perf_counter() - started
+
+        backend.begin(2 * batch)
+        f_hat = np.zeros((batch, latent, size, size), dtype=np.float32)
+        sampled = []
+        for si, pn in enumerate(self.patch_nums):
+            started = time.perf_counter()
+            if si == 0:
+                cos, sin = text_rope(positions, self.rope["text_inv_freq"])
+            else:
+                cos, sin = image_rope(image_positions(pn, size, positions[:, -1]), self.rope["image_inv_freq"])
+            logits, hidden = backend.step(si, x, cond_blocks, cond_head, cos, sin)
+            if si == 0:
+                logits = logits[:, -1:]  # the first token comes from the last text position
+            guidance = cfg * progress[si]
+            guided = (1 + guidance) * logits[:batch] - guidance * logits[batch:]
+            uniforms = rng.token_uniforms(seeds, si, pn * pn).reshape(-1)
+            scale_ids = sample_categorical(guided.reshape(batch * pn * pn, -1), uniforms, top_ks[si], top_p,
+                                           temperature).reshape(batch, pn * pn)
+            sampled.append(scale_ids)
+            if teacher_ids is not None:
+                scale_ids = np.asarray(teacher_ids[si], dtype=np.int64)
+            if si < last:
+                f_hat, x = backend.update(si, f_hat, scale_ids)
+            timings[f"scale_{si}"] = time.perf_counter() - started
+
+        started = time.perf_counter()
+        zeros = np.zeros((batch, size * size, latent), dtype=np.float32)
+        residual_tokens = None
+        if residual:
+            noise = rng.residual_noise(seeds, self.manifest["residual"]["steps"], size * size, latent)
+            residual_tokens = backend.residual(hidden, scale_ids, noise,
+                                               np.array(cfg * progress[last], dtype=np.float32))
+        f_final = backend.final(f_hat, scale_ids, residual_tokens if residual else zeros)
+        timings["residual" if residual else "codes"] = time.perf_counter() - started
+        started = time.perf_counter()
+        images = backend.decoder(f_final)
+        timings["decode"] = time.perf_counter() - started
+        result = RuntimeResult(images, sampled, residual_tokens, seeds, timings)
+        if discrete_too:
+            result.discrete_images = backend.decoder(backend.final(f_hat, scale_ids, zeros))
+        return result

@@ -1,0 +1,72 @@
+"""The ONNX Runtime backend of the manifest loop: onnxruntime + numpy, no torch."""
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from hart.runtime.loop import ManifestLoop, RuntimeResult  # noqa: F401 (RuntimeResult re-exported)
+from hart.runtime.manifest import read_manifest
+
+
+class OnnxBackend:
+    """The export's graphs as onnxruntime sessions; the KV cache is explicit past/present I/O."""
+
+    def __init__(self, folder: Path, manifest: dict, threads: int | None = None, providers: list[str] | None = None):
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads or int(os.environ.get("OMP_NUM_THREADS", 0)) or 0
+        options.log_severity_level = 3
+        self.sessions = {name: ort.InferenceSession(str(folder / graph["file"]), options,
+                                                    providers=providers or ["CPUExecutionProvider"])
+                         for name, graph in manifest["graphs"].items()}
+        t = manifest["model"]["config"]["transformer"]
+        self.cache_shape = (t["depth"], t["heads"], t["width"] // t["heads"])
+        self.on_run: Callable[[str, dict], None] | None = None  # a hook that sees every graph's inputs
+
+    def run(self, name: str, **feeds: np.ndarray) -> list[np.ndarray]:
+        if self.on_run is not None:
+            self.on_run(name, feeds)
+        return self.sessions[name].run(None, feeds)
+
+    def text_encoder(self, ids, mask):
+        return self.run("text_encoder", ids=ids, mask=mask)[0]
+
+    def condition(self, hidden, mask):
+        return tuple(self.run("condition", hidden=hidden, mask=mask))
+
+    def begin(self, rows: int) -> None:
+        depth, heads, head_dim = self.cache_shape
+        self.past_k = self.past_v = np.zeros((depth, rows, heads, 0, head_dim), dtype=np.float32)
+
+    def step(self, scale_index, x, cond_blocks, cond_head, cos, sin):
+        logits, hidden, self.past_k, self.past_v = self.run(
+            "step", x=x, cond_blocks=cond_blocks, cond_head=cond_head, cos=cos, sin=sin, past_k=self.past_k,
+            past_v=self.past_v)
+        return logits, hidden
+
+    def update(self, scale_index, f_hat, ids):
+        return tuple(self.run(f"update_{scale_index}", f_hat=f_hat, ids=ids))
+
+    def final(self, f_hat, ids, residual):
+        return self.run("update_final", f_hat=f_hat, ids=ids, residual=residual)[0]
+
+    def residual(self, hidden, ids, noise, guidance):
+        return self.run("residual", hidden=hidden, ids=ids, noise=noise, guidance=guidance)[0]
+
+    def decoder(self, f_hat):
+        return self.run("decoder", f_hat=f_hat)[0]
+
+
+class OnnxPipeline(ManifestLoop):
+    """Generation from an ONNX export folder; every file is checked against the manifest first."""
+
+    def __init__(self, folder: str | Path, threads: int | None = None, providers: list[str] | None = None):
+        self.folder = Path(folder)
+        manifest = read_manifest(self.folder)  # refuses missing or altered files before any session opens
+        super().__init__(manifest, OnnxBackend(self.folder, manifest, threads, providers))
+
+    @property
+    def sessions(self) -> dict:
+        return self.backend.sessions

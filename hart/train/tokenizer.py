@@ -1,0 +1,153 @@
+"""`hart train tokenizer`: the hybrid tokenizer, trained so that one decoder serves both decodings.
+
+Loss = reconstruction (MSE + L1 on pixels in [-1, 1]) + VAR's VQ loss over every scale. Each image
+of a batch is decoded either from its discrete latent (straight-through) or from its full
+continuous latent, with probability `hybrid_prob` (HART's alternating discrete / hybrid training).
+Codebook rows unused for a while are moved onto current latent vectors (a restart), so the small
+vocabulary stays in use.
+"""
+
+import logging
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+import torch.nn as nn
+import torch.nn.functional as F
+from safetensors.torch import save_file
+from torch.nn.parallel import DistributedDataParallel
+
+from hart.atomic import atomic_directory
+from hart.checkpoints.io import CONFIG_FILE, weights_file
+from hart.config import HARTConfig
+from hart.tokenizer import HybridTokenizer
+from hart.tokenizer.quantizer import grid_to_tokens
+from hart.train.common import (Process, RunFolder, Throughput, TrainSettings, average, check_resume, end_process,
+                               progress_bar, scene_batches, seed_everything, set_learning_rate, settings_dict,
+                               start_process, summed)
+
+log = logging.getLogger(__name__)
+KIND = "tokenizer"
+MODEL_DIR = "model"
+
+
+class TokenizerStep(nn.Module):
+    """One training forward as a module, so DDP can hook its gradients."""
+
+    def __init__(self, tokenizer: HybridTokenizer, beta: float):
+        super().__init__()
+        self.tokenizer, self.beta = tokenizer, beta
+
+    def forward(self, images: torch.Tensor, hybrid: torch.Tensor):
+        f = self.tokenizer.latent(images)
+        discrete, vq_loss, ids = self.tokenizer.quantizer.quantize_for_training(f, self.beta)
+        latent = torch.where(hybrid[:, None, None, None], f, discrete)
+        reconstruction = self.tokenizer.decoder(self.tokenizer.post_quant_conv(latent))
+        return reconstruction, vq_loss, ids, f
+
+
+def psnr(reconstruction: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
+    """PSNR in dB per image [B] of images in [0, 1] (reconstructions given in [-1, 1])."""
+    mse = ((reconstruction.clamp(-1, 1) + 1) / 2 - images).pow(2).flatten(1).mean(1)
+    return 10 * torch.log10(1 / mse.clamp(min=1e-10))
+
+
+def _psnr_by_decoding(reconstruction: torch.Tensor, images: torch.Tensor, hybrid: torch.Tensor) -> dict:
+    """Mean PSNR of the discrete-only and the hybrid decodings of a batch, over every process."""
+    values = psnr(reconstruction, images)
+    sums = summed(torch.stack([values[~hybrid].sum(), (~hybrid).sum(), values[hybrid].sum(), hybrid.sum()]))
+    return {"psnr_discrete": (sums[0] / sums[1].clamp(min=1)).item(), "psnr_hybrid": (sums[2] / sums[3].clamp(min=1)).item()}
+
+
+def export_tokenizer(tokenizer: HybridTokenizer, config: HARTConfig, out: Path) -> Path:
+    """OUT/model/: config.json + tokenizer.safetensors (what `hart train generator` starts from)."""
+    with atomic_directory(out, overwrite=True) as tmp:
+        (tmp / CONFIG_FILE).write_text(config.to_json())
+        state = {k: v.detach().cpu().float().contiguous() for k, v in tokenizer.state_dict().items()}
+        save_file(state, tmp / weights_file("tokenizer"), metadata={"format": "pt", "component": "tokenizer"})
+    return out
+
+
+def _restart_dead_codes(tokenizer: HybridTokenizer, usage: torch.Tensor, f: torch.Tensor,
+                        generator: torch.Generator, process: Process) -> int:
+    if dist.is_initialized():
+        dist.all_reduce(usage)
+    candidates = grid_to_tokens(f.detach()).reshape(-1, f.shape[1])
+    restarted = tokenizer.quantizer.restart_codes(usage == 0, candidates, generator)
+    if dist.is_initialized():  # every rank continues from rank 0's codebook
+        dist.broadcast(tokenizer.quantizer.codebook.weight.data, src=0)
+    usage.zero_()
+    return restarted
+
+
+def train_tokenizer(config: HARTConfig, settings: TrainSettings, out: str | Path, device: str = "auto",
+                    resume: bool = False, beta: float = 0.25, hybrid_prob: float = 0.5,
+                    restart_every: int = 100) -> Path:
+    process = start_process(device)
+    try:
+        return _train(config, settings, Path(out), process, resume, beta, hybrid_prob, restart_every)
+    finally:
+        end_process()
+
+
+def _train(config, settings, out, process, resume, beta, hybrid_prob, restart_every) -> Path:
+    folder = RunFolder(out, process)
+    generator = seed_everything(settings.seed)
+    tokenizer = HybridTokenizer(config).to(process.device)
+    optimizer = torch.optim.AdamW(tokenizer.parameters(), lr=settings.lr, betas=(0.9, 0.95),
+                                  weight_decay=settings.weight_decay)
+    usage = torch.zeros(config.tokenizer.vocab_size, device=process.device)
+    state = folder.load()
+    first_step = check_resume(state, KIND, settings, resume, folder)
+    if state is not None:
+        tokenizer.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        generator.set_state(state["generator"])
+    step_module = TokenizerStep(tokenizer, beta)
+    trainer = DistributedDataParallel(step_module) if process.world_size > 1 else step_module
+
+    def snapshot(step: int) -> dict:
+        return {"kind": KIND, "step": step, "config": config.to_dict(), "settings": settings_dict(settings),
+                "model": tokenizer.state_dict(), "optimizer": optimizer.state_dict(),
+                "generator": generator.get_state()}
+
+    bar = progress_bar(process, first_step, settings.steps, "tokenizer")
+    speed = Throughput()
+    tokenizer.train()
+    step = first_step
+    for step, (images, _captions) in enumerate(scene_batches("train", settings, first_step, process,
+                                                              config.image_size), start=first_step):
+        lr = set_learning_rate(optimizer, step, settings)
+        images = images.to(process.device)
+        hybrid = process.own_part(torch.rand(settings.batch_size, generator=generator) < hybrid_prob)
+        reconstruction, vq_loss, ids, f = trainer(images, hybrid)
+        target = images * 2 - 1
+        reconstruction_loss = F.mse_loss(reconstruction, target) + F.l1_loss(reconstruction, target)
+        loss = reconstruction_loss + vq_loss
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(tokenizer.parameters(), settings.grad_clip)
+        optimizer.step()
+        for scale_ids in ids:
+            usage += torch.bincount(scale_ids.flatten(), minlength=usage.numel())
+        speed.add(settings.batch_size)
+        restarted = 0
+        if (step + 1) % restart_every == 0:
+            restarted = _restart_dead_codes(tokenizer, usage, f, generator, process)
+        if (step + 1) % settings.log_every == 0 or step + 1 == settings.steps:
+            with torch.no_grad():
+                record = {"step": step + 1, "lr": lr, "loss": average(loss), "reconstruction": average(reconstruction_loss),
+                          "vq": average(vq_loss), "restarted_codes": restarted, "images_per_s": speed.rate(),
+                          **_psnr_by_decoding(reconstruction, images, hybrid)}
+            folder.log(record)
+            bar.set_postfix(loss=f"{record['loss']:.4f}", vq=f"{record['vq']:.4f}")
+        if (step + 1) % settings.checkpoint_every == 0:
+            folder.save(snapshot(step + 1))
+        bar.update(1)
+    bar.close()
+    folder.save(snapshot(settings.steps))
+    model_dir = out / MODEL_DIR
+    if process.is_main:
+        export_tokenizer(tokenizer.eval(), config, model_dir)
+        log.info("tokenizer written to %s", model_dir)
+    return model_dir

@@ -1,0 +1,97 @@
+"""Training: losses go down, runs resume exactly, and two DDP processes equal one."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from hart.config import (TINY_VOCAB, HARTConfig, ResidualHeadConfig, SamplingConfig, TextEncoderConfig,
+                         TokenizerConfig, TransformerConfig)
+from hart.pipeline import HARTPipeline
+from hart.checkpoints import load_model
+from hart.train.common import TrainSettings
+from hart.train.generator import train_generator
+from hart.train.tokenizer import train_tokenizer
+
+pytestmark = pytest.mark.slow
+
+SMALL = HARTConfig(
+    name="train-test", image_size=64, patch_nums=(1, 2, 4),
+    text=TextEncoderConfig(kind="words", max_tokens=24, dim=32, vocab=TINY_VOCAB, layers=1, heads=2),
+    transformer=TransformerConfig(depth=2, width=64, heads=1),
+    residual_head=ResidualHeadConfig(width=64, depth=1),
+    tokenizer=TokenizerConfig(vocab_size=64, latent_channels=8, channels=16, channel_mult=(1, 2, 2, 4, 4),
+                              res_blocks=1, norm_groups=8),
+    sampling=SamplingConfig(cfg=2.0, top_k=(0, 0, 0)),
+)
+
+
+def records(folder) -> list[dict]:
+    return [json.loads(line) for line in (folder / "log.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def tokenizer_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("tokenizer")
+    settings = TrainSettings(steps=40, batch_size=8, lr=2e-3, warmup_steps=5, log_every=5, checkpoint_every=20)
+    model_dir = train_tokenizer(SMALL, settings, out, device="cpu")
+    return out, model_dir
+
+
+def test_tokenizer_training_reduces_its_losses(tokenizer_run):
+    out, model_dir = tokenizer_run
+    log = records(out)
+    assert log[-1]["reconstruction"] < 0.7 * log[0]["reconstruction"]
+    assert log[-1]["psnr_hybrid"] > log[0]["psnr_hybrid"] + 3
+    assert sorted(p.name for p in model_dir.iterdir()) == ["config.json", "tokenizer.safetensors"]
+
+
+def test_generator_training_reduces_both_losses_and_writes_a_model(tokenizer_run, tmp_path):
+    _, tokenizer_dir = tokenizer_run
+    settings = TrainSettings(steps=40, batch_size=8, lr=3e-3, warmup_steps=5, log_every=5, checkpoint_every=20)
+    model_dir = train_generator(tokenizer_dir, settings, tmp_path / "generator", device="cpu")
+    log = records(tmp_path / "generator")
+    first, last = log[:2], log[-2:]
+    mean = lambda rows, key: sum(r[key] for r in rows) / len(rows)  # noqa: E731
+    assert mean(last, "token_loss") < 0.8 * mean(first, "token_loss")
+    assert mean(last, "diffusion_loss") < mean(first, "diffusion_loss")
+    model = load_model(model_dir)
+    images = HARTPipeline(model, "cpu").generate(["a red circle on the left"], seed=1).images
+    assert images.shape == (1, 3, 64, 64)
+
+
+def test_resuming_continues_exactly(tmp_path):
+    settings = TrainSettings(steps=6, batch_size=4, lr=1e-3, warmup_steps=2, log_every=3, checkpoint_every=3)
+    straight = train_tokenizer(SMALL, settings, tmp_path / "straight", device="cpu")
+    half = TrainSettings(**{**settings.__dict__, "steps": 3})
+    train_tokenizer(SMALL, half, tmp_path / "resumed", device="cpu")
+    with pytest.raises(Exception, match="--resume"):
+        train_tokenizer(SMALL, settings, tmp_path / "resumed", device="cpu")
+    resumed = train_tokenizer(SMALL, settings, tmp_path / "resumed", device="cpu", resume=True)
+    a, b = load_file(straight / "tokenizer.safetensors"), load_file(resumed / "tokenizer.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_two_ddp_processes_equal_one(tmp_path):
+    config_file = tmp_path / "config.json"
+    config_file.write_text(SMALL.to_json())
+    common = ["train", "tokenizer", "--preset", str(config_file), "--steps", "3", "--batch-size", "4",
+              "--lr", "1e-3", "--warmup-steps", "1", "--device", "cpu"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    single = subprocess.run([sys.executable, "-m", "hart", *common, "--out", str(tmp_path / "one")],
+                            capture_output=True, text=True, env=env, timeout=600)
+    assert single.returncode == 0, single.stderr
+    ddp = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                          "-m", "hart", *common, "--out", str(tmp_path / "two")],
+                         capture_output=True, text=True, env=env, timeout=600)
+    assert ddp.returncode == 0, ddp.stderr
+    one = load_file(tmp_path / "one" / "model" / "tokenizer.safetensors")
+    two = load_file(tmp_path / "two" / "model" / "tokenizer.safetensors")
+    initial = HARTConfig.from_json_file(config_file)  # the weights moved away from their initialisation
+    assert initial == SMALL
+    assert all(torch.allclose(one[k], two[k], atol=1e-5) for k in one), \
+        max((one[k] - two[k]).abs().max().item() for k in one)
