@@ -70,8 +70,8 @@ def _build_parser() -> argparse.ArgumentParser:
                      help="output image; with several images, -<index> is added before the suffix")
     gen.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default auto)")
     gen.add_argument("--dtype", default="fp32", choices=("fp32", "fp16", "bf16"))
-    gen.add_argument("--backend", default="torch", choices=("torch", "onnx"),
-                     help="torch (default) or onnx: --model is then an export folder such as OUT/int8")
+    gen.add_argument("--backend", default="torch", choices=("torch", "onnx", "coreml"),
+                     help="torch (default); onnx or coreml (macOS): --model is then an export folder such as OUT/int8")
 
     info = commands.add_parser("info", help="describe a preset or model folder and count its parameters")
     info.add_argument("model", nargs="?", default="tiny", help="preset name or model folder")
@@ -111,6 +111,31 @@ def _build_parser() -> argparse.ArgumentParser:
     onnx_parser.add_argument("--parity-seeds", type=int, default=20, help="seeds compared against PyTorch")
     onnx_parser.add_argument("--text-encoder", metavar="PATH", help="Qwen2 folder or 'random' (Qwen2 models)")
     onnx_parser.add_argument("--overwrite", action="store_true")
+    coreml_parser = formats.add_parser("coreml", help="Core ML mlpackages + manifest.json per compression mode")
+    coreml_parser.add_argument("--model", default="tiny", help="preset name or model folder (default tiny)")
+    coreml_parser.add_argument("--out", required=True, help="output folder; gets one subfolder per mode")
+    coreml_parser.add_argument("--compress", default="none,int8,palette6,int4-block",
+                               help="comma list of none, int8, palette6, int4-block")
+    coreml_parser.add_argument("--text-encoder", metavar="PATH", help="Qwen2 folder or 'random' (Qwen2 models)")
+    coreml_parser.add_argument("--overwrite", action="store_true")
+
+    bench = commands.add_parser("bench", help="latency, memory, size and fidelity of every backend (also: python -m "
+                                              "benchmarks)")
+    bench.add_argument("--mode", default="quick", choices=("quick", "full"),
+                       help="quick: the embedded model on the CPU backends; full: every model and backend here")
+    bench.add_argument("--out", default="benchmarks/results/latest", help="folder for results.json, report.md, plots")
+    bench.add_argument("--models", help="comma list (default: the mode's)")
+    bench.add_argument("--backends", help="comma list, e.g. torch-cpu-fp32,onnx-cpu-int8 (default: the mode's)")
+    bench.add_argument("--batches", help="comma list of batch sizes (default 1)")
+    bench.add_argument("--runs", type=int, help="timed runs per scenario (default 5)")
+    bench.add_argument("--warmup", type=int, help="untimed runs first (default 1)")
+    bench.add_argument("--exports", help="folder to keep (and reuse) the ONNX / Core ML exports in")
+
+    demo = commands.add_parser("demo", help="serve the on-device demo")
+    demo_kinds = demo.add_subparsers(dest="kind", required=True, parser_class=_Parser)
+    web = demo_kinds.add_parser("web", help="the browser demo (onnxruntime-web) on http://127.0.0.1:PORT")
+    web.add_argument("--model", metavar="EXPORT_DIR", help="ONNX export folder (default: the embedded model, int8)")
+    web.add_argument("--port", type=int, default=8000)
 
     convert = commands.add_parser("convert", help="convert an official HART release folder to this project's format")
     convert.add_argument("official_dir", help="folder with llm/ and tokenizer/ (e.g. hart-0.7b-1024px)")
@@ -140,12 +165,14 @@ def _generate(args: argparse.Namespace) -> None:
     started = time.perf_counter()
     sampling = dict(cfg=args.cfg, top_k=args.top_k, top_p=args.top_p, temperature=args.temperature,
                     residual=not args.no_residual)
-    if args.backend == "onnx":  # torch is never imported on this path
-        from hart.runtime.onnx_pipeline import OnnxPipeline
-
+    if args.backend in ("onnx", "coreml"):  # torch is never imported on these paths
         if args.gumbel:
-            raise HartError("--gumbel is not supported by the ONNX runtime")
-        result, where = OnnxPipeline(args.model).generate(prompts, seed=seeds, **sampling), "onnxruntime CPU"
+            raise HartError(f"--gumbel is not supported by the {args.backend} runtime")
+        if args.backend == "onnx":
+            from hart.runtime.onnx_pipeline import OnnxPipeline as Runtime
+        else:
+            from hart.runtime.coreml_pipeline import CoreMLPipeline as Runtime
+        result, where = Runtime(args.model).generate(prompts, seed=seeds, **sampling), args.backend
     else:
         from hart.pipeline import HARTPipeline
 
@@ -252,6 +279,21 @@ def _eval(args: argparse.Namespace) -> None:
 
 def _export(args: argparse.Namespace) -> None:
     from hart.checkpoints import load_pretrained
+    from hart.runtime.manifest import read_manifest
+
+    if args.format == "coreml":
+        from hart.export.coreml_export import export_coreml, parse_compressions
+
+        modes = parse_compressions(args.compress)
+        started = time.perf_counter()
+        out = export_coreml(load_pretrained(args.model, args.text_encoder), args.out, modes, args.overwrite)
+        for mode in modes:
+            manifest = read_manifest(out / mode, verify=False)
+            size = sum(manifest["coreml"]["package_bytes"].values())
+            worst = max(manifest["coreml"]["simulated_relative_error"].values())
+            print(f"{out / mode}: {size / 2**20:.1f} MiB of packages; simulated worst component error {worst:.2e}")
+        print(f"exported in {time.perf_counter() - started:.0f} s")
+        return
     from hart.export.onnx_export import export_onnx, parse_precisions
 
     precisions = parse_precisions(args.precision)
@@ -261,8 +303,6 @@ def _export(args: argparse.Namespace) -> None:
     model = load_pretrained(args.model, args.text_encoder)
     out = export_onnx(model, args.out, precisions, args.int4_block, args.int4_algorithm, args.parity_seeds,
                       args.overwrite)
-    from hart.runtime.manifest import read_manifest
-
     for precision in precisions:
         manifest = read_manifest(out / precision, verify=False)
         size = sum(f["bytes"] for f in manifest["files"].values())
@@ -270,8 +310,43 @@ def _export(args: argparse.Namespace) -> None:
     print(f"exported in {time.perf_counter() - started:.0f} s")
 
 
+def _bench(args: argparse.Namespace) -> None:
+    from hart.bench.run import run_benchmark
+    from hart.bench.scenarios import BACKENDS, MODELS
+
+    def listed(text, known=None, kind=str):
+        if text is None:
+            return None
+        values = tuple(kind(v.strip()) for v in text.split(",") if v.strip())
+        unknown = [v for v in values if known is not None and v not in known]
+        if unknown:
+            raise HartError(f"unknown {'model' if known is MODELS else 'backend'}(s) {', '.join(unknown)}; known: "
+                            f"{', '.join(known)}")
+        return values
+
+    summary = run_benchmark(args.mode, args.out, listed(args.models, MODELS), listed(args.backends, tuple(BACKENDS)),
+                            listed(args.batches, kind=int), args.runs, args.warmup, args.exports)
+    for r in summary["results"]:
+        print(f"{r['scenario']['model']:<18} {r['scenario']['backend']:<26} b{r['scenario']['batch']}  "
+              f"{r['wall_seconds']['median']:.3f} s median, {r['wall_seconds']['p90']:.3f} s p90")
+    for s in summary["skipped"]:
+        print(f"{s['model']:<18} {s['backend']:<26} skipped: {s['reason']}")
+    print(f"wrote {args.out}/report.md, results.json and plots in {summary['wall_seconds']:.0f} s")
+
+
+def _demo(args: argparse.Namespace) -> None:
+    from hart.demo import make_server
+
+    server = make_server(Path(args.model) if args.model else None, args.port)
+    print(f"serving the web demo on http://127.0.0.1:{server.server_address[1]}/ (Ctrl-C to stop)", flush=True)
+    try:
+        server.serve_forever()
+    finally:
+        server.server_close()
+
+
 COMMANDS = {"generate": _generate, "info": _info, "convert": _convert, "train": _train, "eval": _eval,
-            "export": _export}
+            "export": _export, "bench": _bench, "demo": _demo}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -51,3 +51,12 @@ def model(config):
     for i, module in enumerate(built.networks().values()):
         randomize(module, seed=i)
     return built.eval()
+
+
+@pytest.fixture(scope="session")
+def onnx_export(tmp_path_factory):
+    """The embedded model exported once per test session in every ONNX precision."""
+    from hart.checkpoints import load_pretrained
+    from hart.export.onnx_export import PRECISIONS, export_onnx
+
+    return export_onnx(load_pretrained("tiny"), tmp_path_factory.mktemp("onnx") / "tiny", PRECISIONS, parity_seeds=20)

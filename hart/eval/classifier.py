@@ -19,8 +19,8 @@ from hart.atomic import atomic_directory
 from hart.checkpoints.io import load_strict, read_safetensors
 from hart.data.scenes import BACKGROUNDS, COLORS, IMAGE_SIZE, POSITIONS, SHAPES, SIZES, Scene
 from hart.errors import CheckpointError
-from hart.train.common import (RunFolder, Throughput, TrainSettings, average, check_resume, end_process, progress_bar,
-                               scene_batches, seed_everything, set_learning_rate, settings_dict, start_process)
+from hart.train.common import (RunFolder, Steps, TrainSettings, average, check_resume, end_process, scene_batches,
+                               seed_everything, set_learning_rate, settings_dict, start_process)
 
 log = logging.getLogger(__name__)
 
@@ -117,28 +117,26 @@ def train_classifier(settings: TrainSettings, out: str | Path, device: str = "au
             model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
         trainer = torch.nn.parallel.DistributedDataParallel(model) if process.world_size > 1 else model
-        bar = progress_bar(process, first_step, settings.steps, "classifier")
-        speed = Throughput()
+
+        def snapshot(step: int) -> dict:
+            return {"kind": KIND, "step": step, "settings": settings_dict(settings), "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict()}
+
+        steps = Steps(folder, process, settings, first_step, "classifier", snapshot)
         batches = scene_batches("classifier", settings, first_step, process, IMAGE_SIZE, labels=scene_labels)
         for step, (images, labels) in enumerate(batches, start=first_step):
             lr = set_learning_rate(optimizer, step, settings)
             logits = trainer(_augment(images.to(process.device), generator, process))
             losses = {name: F.cross_entropy(logits[name], labels[name].to(process.device)) for name in ATTRIBUTES}
             loss = sum(losses.values())
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            speed.add(settings.batch_size)
-            if (step + 1) % settings.log_every == 0 or step + 1 == settings.steps:
-                record = {"step": step + 1, "lr": lr, "loss": average(loss), "images_per_s": speed.rate(),
+            steps.optimize(optimizer, loss, model.parameters(), clip=False)
+            if steps.logging_due(step):
+                record = {"lr": lr, "loss": average(loss),
                           **{f"loss_{name}": average(value) for name, value in losses.items()}}
-                folder.log(record)
-                bar.set_postfix(loss=f"{record['loss']:.4f}")
-            if (step + 1) % settings.checkpoint_every == 0:
-                folder.save({"kind": KIND, "step": step + 1, "settings": settings_dict(settings),
-                             "model": model.state_dict(), "optimizer": optimizer.state_dict()})
-            bar.update(1)
-        bar.close()
+                steps.done(step, record, loss=f"{record['loss']:.4f}")
+            else:
+                steps.done(step)
+        steps.finish()
         model_dir = out / "model"
         if process.is_main:
             export_classifier(model.eval(), model_dir)

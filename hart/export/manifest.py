@@ -58,26 +58,43 @@ def _floats(values) -> list[float]:
 
 def build_manifest(model: HARTModel, folder: Path, precision: str, specs: list[GraphSpec],
                    parity: dict | None = None, options: dict | None = None) -> dict:
+    """The manifest of an ONNX export folder (graphs read back from the files themselves)."""
+    return {
+        "format": MANIFEST_FORMAT, "format_version": MANIFEST_VERSION, "precision": precision,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "exporter": {"hart": hart.__version__, "torch": torch.__version__, "onnx": onnx.__version__,
+                     "onnxruntime": _onnxruntime_version(), "opset": 20},
+        **describe_model(model),
+        "graphs": {spec.name: {"file": f"{spec.name}.onnx", "description": spec.description,
+                               **graph_io(folder / f"{spec.name}.onnx")} for spec in specs},
+        "options": options or {},
+        "parity": parity,
+        "files": {},
+    }
+
+
+def describe_model(model: HARTModel) -> dict:
+    """Everything a runtime needs besides the graphs: text handling, schedule, sampling, RoPE,
+    residual noise layout, RNG and the loop itself."""
     config, t = model.config, model.config.transformer
     schedule = ScaleSchedule(config.patch_nums, config.text.max_tokens)
     diffusion = diffusion_schedule(config.residual_head.train_steps, config.residual_head.sampling_steps)
-    text = {"kind": config.text.kind, "max_tokens": config.text.max_tokens, "dim": config.text.dim,
+    from hart.text import RandomTextEncoder
+
+    kind = "random" if isinstance(model.text_encoder, RandomTextEncoder) else config.text.kind
+    text = {"kind": kind, "max_tokens": config.text.max_tokens, "dim": config.text.dim,
             "positions": "cumsum(mask) - 1 (pads repeat the last real position)",
             "unconditional": "features zero, mask [1, 0, ..., 0], positions all 0"}
-    if config.text.kind == "words":
+    if kind == "random":
+        text["features"] = "hart.portable.random_text: seeded random features (random-weight timing runs only)"
+    if kind == "words":
         text.update(vocab=list(config.text.vocab), pad_id=0,
                     tokenization="lower-case, split into runs of a-z, id = 2 + index in vocab, unknown words are an "
                                  "error, right-pad with pad_id to max_tokens; mask = id != pad_id")
     from hart.portable import sampling
 
     return {
-        "format": MANIFEST_FORMAT, "format_version": MANIFEST_VERSION, "precision": precision,
-        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "exporter": {"hart": hart.__version__, "torch": torch.__version__, "onnx": onnx.__version__,
-                     "onnxruntime": _onnxruntime_version(), "opset": 20},
         "model": {"name": config.name, "config": config.to_dict(), "parameters": model.parameter_counts()},
-        "graphs": {spec.name: {"file": f"{spec.name}.onnx", "description": spec.description,
-                               **graph_io(folder / f"{spec.name}.onnx")} for spec in specs},
         "text": text,
         "schedule": {"patch_nums": list(config.patch_nums), "context_tokens": config.text.max_tokens,
                      "step_lengths": list(schedule.step_lengths), "step_starts": list(schedule.step_starts),
@@ -100,9 +117,6 @@ def build_manifest(model: HARTModel, folder: Path, precision: str, specs: list[G
                      "guidance": "cfg * progress[K-1] (exactly 1.0 means unguided, as in HART)"},
         "rng": rng.spec(),
         "loop": LOOP,
-        "options": options or {},
-        "parity": parity,
-        "files": {},
     }
 
 

@@ -15,6 +15,7 @@ import numpy as np
 from hart.errors import DependencyError
 from hart.portable import rng
 from hart.portable.rope import image_positions, image_rope, text_rope
+from hart.portable.random_text import random_text_features
 from hart.portable.rng import resolve_seeds
 from hart.portable.sampling import sample_categorical, sampling_settings
 from hart.portable.words import WordTokenizer, check_prompts, positions_from_mask
@@ -42,6 +43,46 @@ class Backend(Protocol):
     def decoder(self, f_hat: np.ndarray) -> np.ndarray: ...
 
 
+class NamedGraphBackend:
+    """A backend whose graphs take and return named arrays (the ONNX export's names and layouts).
+
+    Subclasses implement `run(name, **feeds) -> outputs in graph order`; the KV cache is explicit
+    past/present I/O kept here between scales."""
+
+    cache_shape: tuple[int, int, int]  # depth, heads, head size
+
+    def run(self, name: str, **feeds: np.ndarray) -> list[np.ndarray]:
+        raise NotImplementedError
+
+    def text_encoder(self, ids, mask):
+        return self.run("text_encoder", ids=ids, mask=mask)[0]
+
+    def condition(self, hidden, mask):
+        return tuple(self.run("condition", hidden=hidden, mask=mask))
+
+    def begin(self, rows: int) -> None:
+        depth, heads, head_dim = self.cache_shape
+        self.past_k = self.past_v = np.zeros((depth, rows, heads, 0, head_dim), dtype=np.float32)
+
+    def step(self, scale_index, x, cond_blocks, cond_head, cos, sin):
+        logits, hidden, self.past_k, self.past_v = self.run(
+            "step", x=x, cond_blocks=cond_blocks, cond_head=cond_head, cos=cos, sin=sin, past_k=self.past_k,
+            past_v=self.past_v)
+        return logits, hidden
+
+    def update(self, scale_index, f_hat, ids):
+        return tuple(self.run(f"update_{scale_index}", f_hat=f_hat, ids=ids))
+
+    def final(self, f_hat, ids, residual):
+        return self.run("update_final", f_hat=f_hat, ids=ids, residual=residual)[0]
+
+    def residual(self, hidden, ids, noise, guidance):
+        return self.run("residual", hidden=hidden, ids=ids, noise=noise, guidance=guidance)[0]
+
+    def decoder(self, f_hat):
+        return self.run("decoder", f_hat=f_hat)[0]
+
+
 @dataclass
 class RuntimeResult:
     images: np.ndarray  # [B, 3, H, W] float32 in [0, 1]
@@ -62,10 +103,11 @@ class ManifestLoop:
     def __init__(self, manifest: dict, backend: Backend):
         self.manifest, self.backend = manifest, backend
         text = manifest["text"]
-        if text["kind"] != "words":
-            raise DependencyError(f"the {text['kind']} text encoder is not part of this export; "
-                                  "only models with the word encoder run from an export folder")
-        self.tokenizer = WordTokenizer(tuple(text["vocab"]), text["max_tokens"])
+        if text["kind"] not in ("words", "random"):
+            raise DependencyError(f"the {text['kind']} text encoder is not part of this export; only models with the "
+                                  "word encoder (or random features, for timing) run from an export folder")
+        self.text = text
+        self.tokenizer = WordTokenizer(tuple(text["vocab"]), text["max_tokens"]) if text["kind"] == "words" else None
         self.patch_nums = manifest["schedule"]["patch_nums"]
         self.rope = {k: np.asarray(v, dtype=np.float32) for k, v in manifest["rope"].items() if k.endswith("inv_freq")}
 
@@ -92,8 +134,11 @@ class ManifestLoop:
         latent = self.config["tokenizer"]["latent_channels"]
 
         started = time.perf_counter()
-        ids, mask = self.tokenizer(prompts)
-        hidden = backend.text_encoder(ids, mask)
+        if self.tokenizer is not None:
+            ids, mask = self.tokenizer(prompts)
+            hidden = backend.text_encoder(ids, mask)
+        else:  # random-weight timing runs: the same seeded features PyTorch's stand-in encoder gives
+            hidden, mask = random_text_features(prompts, self.text["max_tokens"], self.text["dim"])
         null_mask = np.zeros_like(mask)
         null_mask[:, 0] = True  # the unconditional rows: zero features, first token marked real
         both_mask = np.concatenate([mask, null_mask])

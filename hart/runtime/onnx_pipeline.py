@@ -7,11 +7,11 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from hart.runtime.loop import ManifestLoop, RuntimeResult  # noqa: F401 (RuntimeResult re-exported)
+from hart.runtime.loop import ManifestLoop, NamedGraphBackend, RuntimeResult  # noqa: F401 (re-exported)
 from hart.runtime.manifest import read_manifest
 
 
-class OnnxBackend:
+class OnnxBackend(NamedGraphBackend):
     """The export's graphs as onnxruntime sessions; the KV cache is explicit past/present I/O."""
 
     def __init__(self, folder: Path, manifest: dict, threads: int | None = None, providers: list[str] | None = None):
@@ -29,34 +29,6 @@ class OnnxBackend:
         if self.on_run is not None:
             self.on_run(name, feeds)
         return self.sessions[name].run(None, feeds)
-
-    def text_encoder(self, ids, mask):
-        return self.run("text_encoder", ids=ids, mask=mask)[0]
-
-    def condition(self, hidden, mask):
-        return tuple(self.run("condition", hidden=hidden, mask=mask))
-
-    def begin(self, rows: int) -> None:
-        depth, heads, head_dim = self.cache_shape
-        self.past_k = self.past_v = np.zeros((depth, rows, heads, 0, head_dim), dtype=np.float32)
-
-    def step(self, scale_index, x, cond_blocks, cond_head, cos, sin):
-        logits, hidden, self.past_k, self.past_v = self.run(
-            "step", x=x, cond_blocks=cond_blocks, cond_head=cond_head, cos=cos, sin=sin, past_k=self.past_k,
-            past_v=self.past_v)
-        return logits, hidden
-
-    def update(self, scale_index, f_hat, ids):
-        return tuple(self.run(f"update_{scale_index}", f_hat=f_hat, ids=ids))
-
-    def final(self, f_hat, ids, residual):
-        return self.run("update_final", f_hat=f_hat, ids=ids, residual=residual)[0]
-
-    def residual(self, hidden, ids, noise, guidance):
-        return self.run("residual", hidden=hidden, ids=ids, noise=noise, guidance=guidance)[0]
-
-    def decoder(self, f_hat):
-        return self.run("decoder", f_hat=f_hat)[0]
 
 
 class OnnxPipeline(ManifestLoop):

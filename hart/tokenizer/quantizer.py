@@ -31,6 +31,41 @@ class Phi(nn.Module):
         return h.mul(1 - self.ratio) + self.conv(h).mul_(self.ratio)
 
 
+class InterpolateResampling:
+    """Bicubic upsampling and area downsampling with F.interpolate (what HART uses)."""
+
+    def up(self, x: torch.Tensor, size: int) -> torch.Tensor:
+        return F.interpolate(x, size=(size, size), mode="bicubic")
+
+    def down(self, x: torch.Tensor, size: int) -> torch.Tensor:
+        return F.interpolate(x, size=(size, size), mode="area")
+
+
+class MatrixResampling:
+    """The same two linear maps written as matrix products (out = A x A^T per channel).
+
+    For exporters without bicubic or area resize ops (coremltools 9): each 1-D matrix is obtained by
+    resampling the identity with F.interpolate itself, so only the summation order differs."""
+
+    def __init__(self, patch_nums: tuple[int, ...]):
+        size = patch_nums[-1]
+
+        def matrix(n: int, m: int, mode: str) -> torch.Tensor:  # maps length n to length m: [m, n]
+            eye = torch.eye(n).reshape(n, 1, 1, n)
+            return F.interpolate(eye, size=(1, m), mode=mode).reshape(n, m).T.contiguous()
+
+        self.ups = {n: matrix(n, size, "bicubic") for n in patch_nums}
+        self.downs = {n: matrix(size, n, "area") for n in patch_nums}
+
+    def up(self, x: torch.Tensor, size: int) -> torch.Tensor:
+        matrix = self.ups[x.shape[-1]].to(x)
+        return torch.einsum("ih,bchw,jw->bcij", matrix, x, matrix)
+
+    def down(self, x: torch.Tensor, size: int) -> torch.Tensor:
+        matrix = self.downs[size].to(x)
+        return torch.einsum("ih,bchw,jw->bcij", matrix, x, matrix)
+
+
 def tokens_to_grid(tokens: torch.Tensor) -> torch.Tensor:
     """[B, n*n, C] row-major tokens -> [B, C, n, n]."""
     n = round(tokens.shape[1] ** 0.5)
@@ -48,6 +83,7 @@ class MultiScaleQuantizer(nn.Module):
         self.schedule = ScaleSchedule(patch_nums, context_tokens=0)
         self.codebook = nn.Embedding(config.vocab_size, config.latent_channels)
         self.phis = nn.ModuleList(Phi(config.latent_channels, config.phi_ratio) for _ in range(config.phi_count))
+        self.resampling: InterpolateResampling | MatrixResampling = InterpolateResampling()
 
     @property
     def size(self) -> int:
@@ -65,12 +101,11 @@ class MultiScaleQuantizer(nn.Module):
         phi = self.schedule.phi_index(scale_index, len(self.phis))
         if phi is None:
             return codes
-        return self.phis[phi](F.interpolate(codes, size=(self.size, self.size), mode="bicubic"))
+        return self.phis[phi](self.resampling.up(codes, self.size))
 
     def next_input(self, f_hat: torch.Tensor, scale_index: int) -> torch.Tensor:
         """The transformer's input for scale si: f_hat area-downsampled, as tokens [B, n*n, C]."""
-        n = self.patch_nums[scale_index]
-        return grid_to_tokens(F.interpolate(f_hat, size=(n, n), mode="area"))
+        return grid_to_tokens(self.resampling.down(f_hat, self.patch_nums[scale_index]))
 
     def encode(self, f: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
         """f [B, C, N, N] -> ids per scale [B, n*n] and the continuous residual [B, N*N, C]."""
@@ -79,7 +114,7 @@ class MultiScaleQuantizer(nn.Module):
         ids_per_scale: list[torch.Tensor] = []
         for si, n in enumerate(self.patch_nums):
             last = si == len(self.patch_nums) - 1
-            z = rest if last else F.interpolate(rest, size=(n, n), mode="area")
+            z = rest if last else self.resampling.down(rest, n)
             ids = self.nearest(grid_to_tokens(z).reshape(-1, z.shape[1])).view(batch, n * n)
             ids_per_scale.append(ids)
             contribution = self.scale_contribution(si, tokens_to_grid(self.codebook(ids)))
@@ -122,7 +157,7 @@ class MultiScaleQuantizer(nn.Module):
         ids_per_scale = []
         for si, n in enumerate(self.patch_nums):
             last = si == len(self.patch_nums) - 1
-            z = rest if last else F.interpolate(rest, size=(n, n), mode="area")
+            z = rest if last else self.resampling.down(rest, n)
             ids = self.nearest(grid_to_tokens(z).reshape(-1, z.shape[1])).view(f.shape[0], n * n)
             ids_per_scale.append(ids)
             contribution = self.scale_contribution(si, tokens_to_grid(self.codebook(ids)))

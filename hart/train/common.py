@@ -243,3 +243,37 @@ class Throughput:
 
 def settings_dict(settings: TrainSettings) -> dict:
     return asdict(settings)
+
+
+class Steps:
+    """The bookkeeping every loop shares: optimiser step, logs, checkpoints and the progress bar."""
+
+    def __init__(self, folder: RunFolder, process: Process, settings: TrainSettings, first_step: int, what: str,
+                 snapshot: Callable[[int], dict]):
+        self.folder, self.settings, self.snapshot = folder, settings, snapshot
+        self.bar = progress_bar(process, first_step, settings.steps, what)
+        self.speed = Throughput()
+
+    def optimize(self, optimizer: torch.optim.Optimizer, loss: torch.Tensor, parameters, clip: bool = True) -> None:
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if clip and self.settings.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(parameters, self.settings.grad_clip)
+        optimizer.step()
+        self.speed.add(self.settings.batch_size)
+
+    def logging_due(self, step: int) -> bool:
+        return (step + 1) % self.settings.log_every == 0 or step + 1 == self.settings.steps
+
+    def done(self, step: int, record: dict | None = None, **shown: str) -> None:
+        """After step `step`: log `record` (when due), checkpoint (when due), advance the bar."""
+        if record is not None:
+            self.folder.log({"step": step + 1, **record, "samples_per_s": self.speed.rate()})
+            self.bar.set_postfix(**shown)
+        if (step + 1) % self.settings.checkpoint_every == 0:
+            self.folder.save(self.snapshot(step + 1))
+        self.bar.update(1)
+
+    def finish(self) -> None:
+        self.bar.close()
+        self.folder.save(self.snapshot(self.settings.steps))

@@ -27,8 +27,8 @@ from hart.portable.schedule import diffusion_schedule
 from hart.text.base import positions_from_mask
 from hart.text.words import WordTextEncoder
 from hart.tokenizer import HybridTokenizer
-from hart.train.common import (RunFolder, Throughput, TrainSettings, average, check_resume, end_process, progress_bar,
-                               scene_batches, seed_everything, set_learning_rate, settings_dict, start_process)
+from hart.train.common import (RunFolder, Steps, TrainSettings, average, check_resume, end_process, scene_batches,
+                               seed_everything, set_learning_rate, settings_dict, start_process)
 from hart.train.diffusion_loss import DiffusionLoss
 
 log = logging.getLogger(__name__)
@@ -150,8 +150,7 @@ def _train(tokenizer_dir, settings, out, process, resume) -> Path:
                 "model": trained.state_dict(), "optimizer": optimizer.state_dict(),
                 "generator": generator.get_state()}
 
-    bar = progress_bar(process, first_step, settings.steps, "generator")
-    speed = Throughput()
+    steps = Steps(folder, process, settings, first_step, "generator", snapshot)
     trained.train()
     for step, (images, captions) in enumerate(scene_batches("train", settings, first_step, process, config.image_size),
                                               start=first_step):
@@ -169,22 +168,14 @@ def _train(tokenizer_dir, settings, out, process, resume) -> Path:
                                                        random["dropped"], scale_inputs, targets, last_latent,
                                                        random["gumbel"], random["steps"], random["noise"])
         loss = token_loss + diffusion_loss
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(trained.parameters(), settings.grad_clip)
-        optimizer.step()
-        speed.add(settings.batch_size)
-        if (step + 1) % settings.log_every == 0 or step + 1 == settings.steps:
-            record = {"step": step + 1, "lr": lr, "loss": average(loss), "token_loss": average(token_loss),
-                      "diffusion_loss": average(diffusion_loss), "token_accuracy": average(accuracy),
-                      "samples_per_s": speed.rate()}
-            folder.log(record)
-            bar.set_postfix(tokens=f"{record['token_loss']:.3f}", diffusion=f"{record['diffusion_loss']:.3f}")
-        if (step + 1) % settings.checkpoint_every == 0:
-            folder.save(snapshot(step + 1))
-        bar.update(1)
-    bar.close()
-    folder.save(snapshot(settings.steps))
+        steps.optimize(optimizer, loss, trained.parameters())
+        if steps.logging_due(step):
+            record = {"lr": lr, "loss": average(loss), "token_loss": average(token_loss),
+                      "diffusion_loss": average(diffusion_loss), "token_accuracy": average(accuracy)}
+            steps.done(step, record, tokens=f"{record['token_loss']:.3f}", diffusion=f"{record['diffusion_loss']:.3f}")
+        else:
+            steps.done(step)
+    steps.finish()
     model_dir = out / MODEL_DIR
     if process.is_main:
         model = assemble(config, {**networks, **dict(trained.items())})

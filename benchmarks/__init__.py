@@ -1,0 +1,1 @@
+"""Benchmark reports live in benchmarks/results/; the harness itself is hart.bench."""

@@ -1,0 +1,1 @@
+"""Benchmarks: scenarios (model x backend x batch), per-process measurements, reports and plots."""

@@ -1,0 +1,135 @@
+"""results.json -> report.md (tables laid out like Apple's and Qualcomm AI Hub's model cards) + PNG plots."""
+
+import json
+from pathlib import Path
+
+from hart.atomic import atomic_file
+
+PLOTS = ("latency.png", "stages.png", "size_fidelity.png")
+
+
+def _fmt(value, digits: int = 3) -> str:
+    if value is None:
+        return "—"
+    return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+
+
+def _peak_for(result: dict, peaks: dict) -> float | None:
+    scenario = result["scenario"]
+    if scenario["device"] == "cuda":
+        return peaks.get("cuda_bf16" if scenario["precision"] == "bf16" else "cuda_fp16")
+    return peaks.get("cpu_bf16" if scenario["precision"] == "bf16" else "cpu_fp32")
+
+
+def markdown(results: dict) -> str:
+    machine, peaks, rows = results["machine"], results["matmul_peak_gflops"], results["results"]
+    lines = [
+        f"# HART benchmark: {machine['cpu']}{' + ' + machine['gpu'] if 'gpu' in machine else ''}", "",
+        f"{machine['date']} · {machine['platform']} · {machine['cpu_count']} CPUs · {machine.get('memory_gb', '?')} GB · "
+        f"torch {machine['torch']} · onnxruntime {machine.get('onnxruntime', '—')} · {results['mode']} mode", "",
+        f"Measured matmul peak (same run): " + ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in peaks.items()) + ".", "",
+        f"Median and p90 of {results['runs']} runs after {results['warmup']} warm-up run(s), each in a fresh process "
+        "(peak memory is the process's). The 0.7B presets run with random weights and random text features: latency "
+        "does not depend on weight values. Fidelity compares each backend's image and tokens with PyTorch fp32 eager "
+        "on the CPU for the same prompts and seeds.", "",
+        "## End to end", "",
+        "| model | backend | precision | batch | median (s) | p90 (s) | time to first scale (s) | load (s) | peak memory (MB) "
+        "| artifact (MB) | tokens = fp32 | PSNR vs fp32 (dB) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        s, fidelity = r["scenario"], r.get("fidelity", {})
+        memory = r.get("cuda_max_allocated_mb", r["peak_rss_mb"])
+        lines.append(f"| {s['model']} | {s['backend']} | {s['precision']} | {s['batch']} | {_fmt(r['wall_seconds']['median'])} "
+                     f"| {_fmt(r['wall_seconds']['p90'])} | {_fmt(r['time_to_first_scale_seconds'])} | "
+                     f"{_fmt(r['load_seconds'], 1)} | {memory:.0f} | {r['artifact_bytes'] / 2**20:.1f} | "
+                     f"{'reference' if 'flops_per_stage' in r else _fmt(fidelity.get('token_agreement'))} | "
+                     f"{'reference' if 'flops_per_stage' in r else _fmt(fidelity.get('psnr_db'), 1)} |")
+    stages = list(rows[0]["stage_seconds"]) if rows else []
+    lines += ["", "## Time per stage (median seconds)", "",
+              "| model | backend | " + " | ".join(stages) + " |", "|---|---|" + "---|" * len(stages)]
+    for r in rows:
+        lines.append(f"| {r['scenario']['model']} | {r['scenario']['backend']} | "
+                     + " | ".join(_fmt(r["stage_seconds"].get(k)) for k in stages) + " |")
+    lines += ["", "## Compute per stage", "",
+              "FLOPs from torch's FlopCounterMode on the PyTorch reference (matmuls, convolutions, attention); "
+              "achieved = FLOPs / median stage time.", "",
+              "| model | backend | stage | GFLOP | achieved GFLOP/s | % of matmul peak |", "|---|---|---|---|---|---|"]
+    flops = {r["scenario"]["model"]: r["flops_per_stage"] for r in rows if "flops_per_stage" in r}
+    for r in rows:
+        counts, peak = flops.get(r["scenario"]["model"], {}), _peak_for(r, peaks)
+        for stage, count in counts.items():
+            seconds = r["stage_seconds"].get(stage)
+            if not seconds or count == 0:
+                continue
+            achieved = count / seconds / 1e9
+            lines.append(f"| {r['scenario']['model']} | {r['scenario']['backend']} | {stage} | {count / 1e9:.3f} | "
+                         f"{achieved:.1f} | {100 * achieved / peak:.0f} % |" if peak else "| — |")
+    if results["skipped"]:
+        lines += ["", "## Not run here", "", "| model | backend | reason |", "|---|---|---|"]
+        lines += [f"| {s['model']} | {s['backend']} | {s['reason']} |" for s in results["skipped"]]
+    lines += ["", "Plots: " + ", ".join(f"[{p}]({p})" for p in PLOTS), ""]
+    return "\n".join(lines)
+
+
+def plots(results: dict, folder: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = results["results"]
+    labels = [f"{r['scenario']['model']}\n{r['scenario']['backend']}" for r in rows]
+
+    figure, axis = plt.subplots(figsize=(max(6, 1.1 * len(rows)), 4))
+    medians = [r["wall_seconds"]["median"] for r in rows]
+    errors = [r["wall_seconds"]["p90"] - r["wall_seconds"]["median"] for r in rows]
+    axis.bar(range(len(rows)), medians, yerr=[[0] * len(rows), errors], color="#4878cf", capsize=3)
+    axis.set_xticks(range(len(rows)), labels, fontsize=7)
+    axis.set_ylabel("seconds per generation (median, p90 whisker)")
+    axis.set_title("End-to-end latency")
+    _save(figure, folder / "latency.png")
+
+    stages = list(rows[0]["stage_seconds"]) if rows else []
+    figure, axis = plt.subplots(figsize=(max(6, 1.1 * len(rows)), 4))
+    bottom = [0.0] * len(rows)
+    colors = plt.get_cmap("tab20")
+    for i, stage in enumerate(stages):
+        values = [r["stage_seconds"].get(stage, 0.0) for r in rows]
+        axis.bar(range(len(rows)), values, bottom=bottom, label=stage, color=colors(i % 20))
+        bottom = [b + v for b, v in zip(bottom, values)]
+    axis.set_xticks(range(len(rows)), labels, fontsize=7)
+    axis.set_ylabel("seconds (median per stage)")
+    axis.set_title("Where the time goes")
+    axis.legend(fontsize=6, ncol=2)
+    _save(figure, folder / "stages.png")
+
+    figure, axis = plt.subplots(figsize=(6, 4))
+    for r in rows:
+        psnr = 100.0 if "flops_per_stage" in r else r.get("fidelity", {}).get("psnr_db")
+        if psnr is not None:
+            axis.scatter(r["artifact_bytes"] / 2**20, psnr)
+            axis.annotate(f"{r['scenario']['model']} {r['scenario']['backend']}", (r["artifact_bytes"] / 2**20, psnr),
+                          fontsize=6)
+    axis.set_xlabel("artifact size (MB)")
+    axis.set_ylabel("PSNR vs PyTorch fp32 (dB, 100 = identical)")
+    axis.set_title("Size against fidelity")
+    _save(figure, folder / "size_fidelity.png")
+
+
+def _save(figure, path: Path) -> None:
+    figure.tight_layout()
+    with atomic_file(path) as tmp:
+        figure.savefig(tmp, dpi=120, format="png")
+    import matplotlib.pyplot as plt
+
+    plt.close(figure)
+
+
+def write(results: dict, folder: Path) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    with atomic_file(folder / "results.json") as tmp:
+        tmp.write_text(json.dumps(results, indent=1) + "\n")
+    with atomic_file(folder / "report.md") as tmp:
+        tmp.write_text(markdown(results))
+    plots(results, folder)

@@ -1,0 +1,84 @@
+"""`hart bench` / `python -m benchmarks`: plan the scenarios, build the exports they need, run each in
+its own process, and write results.json, report.md and the plots."""
+
+import json
+import logging
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from hart.bench import machine, report
+from hart.bench.scenarios import FULL, QUICK, REFERENCE, Scenario, plan
+from hart.errors import HartError
+
+log = logging.getLogger(__name__)
+WORKER_TIMEOUT = 3600
+
+
+def _export_folder(scenario: Scenario, exports: Path) -> Path:
+    return exports / scenario.model / scenario.runtime / scenario.precision
+
+
+def prepare_exports(scenarios: list[Scenario], exports: Path) -> None:
+    """Export every (model, runtime) the scenarios need, once; existing exports are reused."""
+    from hart.checkpoints import load_pretrained
+
+    wanted: dict[tuple[str, str], set[str]] = {}
+    for s in scenarios:
+        if s.runtime in ("onnx", "coreml"):
+            wanted.setdefault((s.model, s.runtime), set()).add(s.precision)
+    for (model_name, runtime), precisions in wanted.items():
+        if all((exports / model_name / runtime / p / "manifest.json").is_file() for p in precisions):
+            continue
+        log.info("exporting %s for %s (%s)", model_name, runtime, ", ".join(sorted(precisions)))
+        model = load_pretrained(model_name, None if model_name == "tiny" else "random")
+        target = exports / model_name / runtime
+        if runtime == "onnx":
+            from hart.export.onnx_export import export_onnx
+
+            export_onnx(model, target, tuple(sorted(precisions)), parity_seeds=1, overwrite=True)
+        else:
+            from hart.export.coreml_export import export_coreml
+
+            export_coreml(model, target, tuple(sorted(precisions)), overwrite=True)
+
+
+def run_scenario(scenario: Scenario, exports: Path, reference: Path, runs: int, warmup: int) -> dict:
+    job = {"scenario": scenario.to_dict(), "runs": runs, "warmup": warmup, "reference": str(reference),
+           "is_reference": scenario.backend == REFERENCE, "export": str(_export_folder(scenario, exports))}
+    process = subprocess.run([sys.executable, "-m", "hart.bench.worker", json.dumps(job)], capture_output=True,
+                             text=True, timeout=WORKER_TIMEOUT)
+    if process.returncode != 0:
+        last = (process.stderr.strip().splitlines() or ["no output"])[-1]
+        raise HartError(f"{scenario.key} failed: {last}")
+    return json.loads(process.stdout.strip().splitlines()[-1])
+
+
+def run_benchmark(mode: str, out: str | Path, models=None, backends=None, batches=None, runs=None, warmup=None,
+                  exports: str | Path | None = None) -> dict:
+    defaults = QUICK if mode == "quick" else FULL
+    models, backends = tuple(models or defaults["models"]), tuple(backends or defaults["backends"])
+    batches, runs = tuple(batches or defaults["batches"]), runs or defaults["runs"]
+    warmup = defaults["warmup"] if warmup is None else warmup
+    if runs < 1 or warmup < 0 or min(batches) < 1:
+        raise HartError("benchmarks need runs >= 1, warmup >= 0 and batch sizes >= 1")
+    started = time.perf_counter()
+    scenarios, skipped = plan(models, backends, batches)
+    info, peaks = machine.describe(), machine.peaks()
+    with tempfile.TemporaryDirectory(prefix="hart-bench-") as scratch:
+        exports = Path(exports) if exports else Path(scratch) / "exports"
+        prepare_exports(scenarios, exports)
+        results = []
+        for scenario in scenarios:
+            reference = Path(scratch) / f"reference-{scenario.model}-b{scenario.batch}.npz"
+            try:
+                results.append(run_scenario(scenario, exports, reference, runs, warmup))
+                log.info("%s: %.3f s median", scenario.key, results[-1]["wall_seconds"]["median"])
+            except (HartError, subprocess.TimeoutExpired) as err:
+                skipped.append({**scenario.to_dict(), "reason": str(err)})
+    summary = {"mode": mode, "machine": info, "matmul_peak_gflops": peaks, "runs": runs, "warmup": warmup,
+               "results": results, "skipped": skipped, "wall_seconds": time.perf_counter() - started}
+    report.write(summary, Path(out))
+    return summary

@@ -1,0 +1,231 @@
+// The HART manifest loop in JavaScript: the same steps as hart/runtime/loop.py, driven by
+// manifest.json, with the same portable RNG (hart/portable/rng.py) and sampler
+// (hart/portable/sampling.py). No DOM here, so Node can test it against Python's numbers.
+
+const MASK64 = (1n << 64n) - 1n;
+const GOLDEN = 0x9e3779b97f4a7c15n;
+const STREAM_MULTIPLIER = 0xd1b54a32d192ed03n;
+const MIX1 = 0xbf58476d1ce4e5b9n;
+const MIX2 = 0x94d049bb133111ebn;
+
+function mix(z) {
+  z = ((z ^ (z >> 30n)) * MIX1) & MASK64;
+  z = ((z ^ (z >> 27n)) * MIX2) & MASK64;
+  return z ^ (z >> 31n);
+}
+
+function streamKey(seed, stream) {
+  return mix(mix(BigInt(seed) & MASK64) ^ ((BigInt(stream) * STREAM_MULTIPLIER) & MASK64));
+}
+
+// The top 24 bits of draw i of a stream, as a Number.
+function top24(key, i) {
+  return Number(mix((key + BigInt(i + 1) * GOLDEN) & MASK64) >> 40n);
+}
+
+export const rng = {
+  tokenStream: (si) => si,
+  residualStream: (k) => 2048 + k,
+  uniform(seed, stream, count) {
+    const key = streamKey(seed, stream);
+    const out = new Float32Array(count);
+    for (let i = 0; i < count; i++) out[i] = top24(key, i) * 2 ** -24;
+    return out;
+  },
+  normal(seed, stream, count) {
+    const key = streamKey(seed, stream);
+    const out = new Float32Array(count);
+    for (let k = 0; 2 * k < count; k++) {
+      const u1 = (top24(key, 2 * k) + 1) * 2 ** -24;
+      const u2 = top24(key, 2 * k + 1) * 2 ** -24;
+      const r = Math.sqrt(-2 * Math.log(u1));
+      out[2 * k] = r * Math.cos(2 * Math.PI * u2);
+      if (2 * k + 1 < count) out[2 * k + 1] = r * Math.sin(2 * Math.PI * u2);
+    }
+    return out;
+  },
+};
+
+// Inverse-CDF sampling of one row: temperature, top-k (keeping ties), HART's top-p, then the first
+// index whose running weight exceeds u * total (weights exp(z - max) in float64).
+export function sampleRow(logits, u, topK, topP, temperature) {
+  const n = logits.length;
+  const z = new Float64Array(n);
+  for (let i = 0; i < n; i++) z[i] = temperature === 1 ? logits[i] : Math.fround(logits[i] / temperature);
+  if (topK > 0 && topK < n) {
+    const kth = Float64Array.from(z).sort()[n - topK];
+    for (let i = 0; i < n; i++) if (z[i] < kth) z[i] = -Infinity;
+  }
+  if (topP > 0) {
+    const order = Array.from(z.keys()).sort((a, b) => z[a] - z[b] || a - b);
+    const top = z[order[n - 1]];
+    let total = 0;
+    for (const i of order) total += Math.exp(z[i] - top);
+    let running = 0;
+    for (let j = 0; j < n - 1; j++) {
+      running += Math.exp(z[order[j]] - top) / total;
+      if (running <= 1 - topP) z[order[j]] = -Infinity;
+    }
+  }
+  let max = -Infinity;
+  for (let i = 0; i < n; i++) max = Math.max(max, z[i]);
+  const cdf = new Float64Array(n);
+  let sum = 0;
+  for (let i = 0; i < n; i++) cdf[i] = sum += Math.exp(z[i] - max);
+  const target = u * sum;
+  for (let i = 0; i < n; i++) if (cdf[i] > target) return i;
+  return n - 1;
+}
+
+export function tokenize(manifest, prompt) {
+  const text = manifest.text;
+  const known = new Map(text.vocab.map((w, i) => [w, i + 2]));
+  const words = prompt.toLowerCase().match(/[a-z]+/g) || [];
+  const unknown = [...new Set(words.filter((w) => !known.has(w)))].sort();
+  if (!words.length || unknown.length) {
+    const what = unknown.length ? `unknown word(s) ${unknown.map((w) => `'${w}'`).join(", ")}` : "no words";
+    throw new Error(`the prompt has ${what}; this model knows: ${[...text.vocab].sort().join(", ")}`);
+  }
+  if (words.length > text.max_tokens) throw new Error(`the prompt has ${words.length} words; at most ${text.max_tokens}`);
+  const ids = new BigInt64Array(text.max_tokens);
+  const mask = new Uint8Array(text.max_tokens);
+  words.forEach((w, i) => { ids[i] = BigInt(known.get(w)); mask[i] = 1; });
+  return { ids, mask, length: words.length };
+}
+
+function ropeText(positions, invFreq) {
+  const half = invFreq.length, dim = 2 * half, rows = positions.length;
+  const cos = new Float32Array(rows * dim), sin = new Float32Array(rows * dim);
+  positions.forEach((p, r) => {
+    for (let j = 0; j < half; j++) {
+      const angle = Math.fround(p * invFreq[j]);
+      for (const d of [j, j + half]) { cos[r * dim + d] = Math.cos(angle); sin[r * dim + d] = Math.sin(angle); }
+    }
+  });
+  return { cos, sin, dim };
+}
+
+function ropeImage(n, last, offset, invFreq) {
+  const quarter = invFreq.length, dim = 4 * quarter;
+  const cos = new Float32Array(n * n * dim), sin = new Float32Array(n * n * dim);
+  for (let i = 0; i < n; i++) for (let j = 0; j < n; j++) {
+    const t = i * n + j;
+    const row = Math.fround(Math.fround(Math.fround(i / n) * last) + offset);
+    const col = Math.fround(Math.fround(Math.fround(j / n) * last) + offset);
+    for (let q = 0; q < quarter; q++) {
+      const a = Math.fround(row * invFreq[q]), b = Math.fround(col * invFreq[q]);
+      for (const [d, angle] of [[q, a], [q + quarter, a], [q + 2 * quarter, b], [q + 3 * quarter, b]]) {
+        cos[t * dim + d] = Math.cos(angle); sin[t * dim + d] = Math.sin(angle);
+      }
+    }
+  }
+  return { cos, sin, dim };
+}
+
+// Generate one image. `ort` is onnxruntime-web, `sessions` maps graph names to InferenceSessions,
+// `onScale(si, fHat)` is called after every scale (for previews). Returns { image, ids, timings }.
+export async function generate(ort, manifest, sessions, prompt, seed, options = {}, onScale = null) {
+  const T = ort.Tensor;
+  const cfgDefaults = manifest.sampling;
+  const cfg = options.cfg ?? cfgDefaults.cfg;
+  const topK = options.topK ?? null;
+  const { patch_nums: scales, progress } = manifest.schedule;
+  const config = manifest.model.config;
+  const { depth, heads, width } = config.transformer;
+  const headDim = width / heads, latent = config.tokenizer.latent_channels, size = scales[scales.length - 1];
+  const steps = manifest.residual.steps, tokensMax = manifest.text.max_tokens, dim = manifest.text.dim;
+  const timings = {};
+  let started = performance.now();
+  const run = async (name, feeds) => sessions[name].run(feeds);
+
+  const { ids, mask, length } = tokenize(manifest, prompt);
+  const mask2 = new Uint8Array(2 * tokensMax);
+  mask2.set(mask); mask2[tokensMax] = 1; // the unconditional row: only its first token counts as real
+  const positions = new Array(2 * tokensMax).fill(0);
+  for (let i = 0; i < tokensMax; i++) positions[i] = Math.min(i, length - 1);
+  const text = await run("text_encoder", { ids: new T("int64", ids, [1, tokensMax]), mask: new T("bool", mask, [1, tokensMax]) });
+  const hidden2 = new Float32Array(2 * tokensMax * dim);
+  hidden2.set(text.hidden.data);
+  const cond = await run("condition", { hidden: new T("float32", hidden2, [2, tokensMax, dim]), mask: new T("bool", mask2, [2, tokensMax]) });
+  let x = cond.tokens;
+  timings.text = performance.now() - started;
+
+  let pastK = new T("float32", new Float32Array(0), [depth, 2, heads, 0, headDim]);
+  let pastV = pastK;
+  let fHat = new T("float32", new Float32Array(latent * size * size), [1, latent, size, size]);
+  const sampled = [];
+  let hidden = null, scaleIds = null;
+  for (let si = 0; si < scales.length; si++) {
+    started = performance.now();
+    const n = scales[si];
+    const rope = si === 0 ? ropeText(positions, manifest.rope.text_inv_freq)
+      : ropeImage(n, size, 0, manifest.rope.image_inv_freq);
+    const rows = si === 0 ? tokensMax : n * n;
+    let cos = rope.cos, sin = rope.sin;
+    if (si > 0) { // offsets differ per row: conditional row starts after its last real word, unconditional at 0
+      const shifted = ropeImage(n, size, length - 1, manifest.rope.image_inv_freq);
+      cos = new Float32Array(2 * rows * headDim); sin = new Float32Array(2 * rows * headDim);
+      cos.set(shifted.cos); sin.set(shifted.sin); cos.set(rope.cos, rows * headDim); sin.set(rope.sin, rows * headDim);
+    }
+    const out = await run("step", {
+      x, cond_blocks: cond.cond_blocks, cond_head: cond.cond_head,
+      cos: new T("float32", cos, [2, rows, headDim]), sin: new T("float32", sin, [2, rows, headDim]),
+      past_k: pastK, past_v: pastV,
+    });
+    pastK = out.present_k; pastV = out.present_v; hidden = out.hidden;
+    const V = out.logits.dims[2], L = out.logits.dims[1], logits = out.logits.data;
+    const t = cfg * progress[si];
+    const count = n * n, uniforms = rng.uniform(seed, rng.tokenStream(si), count);
+    scaleIds = new BigInt64Array(count);
+    for (let k = 0; k < count; k++) {
+      const position = si === 0 ? L - 1 : k; // scale 0: the last text position
+      const row = new Float32Array(V);
+      for (let v = 0; v < V; v++) {
+        const c = logits[position * V + v], u = logits[(L + position) * V + v];
+        row[v] = Math.fround(Math.fround(Math.fround(1 + t) * c) - Math.fround(Math.fround(t) * u));
+      }
+      const k_ = topK ?? cfgDefaults.top_k[si];
+      scaleIds[k] = BigInt(sampleRow(row, uniforms[k], k_, cfgDefaults.top_p, cfgDefaults.temperature));
+    }
+    sampled.push(scaleIds);
+    if (si < scales.length - 1) {
+      const next = await run(`update_${si}`, { f_hat: fHat, ids: new T("int64", scaleIds, [1, count]) });
+      fHat = next.f_hat_out; x = next.next_x;
+      if (onScale) await onScale(si, fHat);
+    }
+    timings[`scale_${si}`] = performance.now() - started;
+  }
+  started = performance.now();
+  const count = size * size;
+  const noise = new Float32Array(steps * count * latent);
+  for (let k = 0; k < steps; k++) noise.set(rng.normal(seed, rng.residualStream(k), count * latent), k * count * latent);
+  const residual = await run("residual", {
+    hidden, ids: new T("int64", scaleIds, [1, count]), noise: new T("float32", noise, [steps, count, latent]),
+    guidance: new T("float32", new Float32Array([cfg * progress[scales.length - 1]]), []),
+  });
+  const final = await run("update_final", { f_hat: fHat, ids: new T("int64", scaleIds, [1, count]), residual: residual.residual });
+  timings.residual = performance.now() - started;
+  started = performance.now();
+  const image = (await run("decoder", { f_hat: final.f_hat_out })).image;
+  timings.decode = performance.now() - started;
+  if (onScale) await onScale(scales.length - 1, final.f_hat_out);
+  return { image, ids: sampled, timings };
+}
+
+export async function sha256Hex(buffer) {
+  const digest = await crypto.subtle.digest("SHA-256", buffer);
+  return [...new Uint8Array(digest)].map((b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+// Fetch every graph, refuse any whose sha256 differs from the manifest, and open the sessions.
+export async function loadModel(ort, baseUrl, sessionOptions = {}) {
+  const manifest = await (await fetch(`${baseUrl}/manifest.json`)).json();
+  const sessions = {};
+  for (const [name, graph] of Object.entries(manifest.graphs)) {
+    const bytes = await (await fetch(`${baseUrl}/${graph.file}`)).arrayBuffer();
+    const expected = manifest.files[graph.file].sha256;
+    if ((await sha256Hex(bytes)) !== expected) throw new Error(`${graph.file} does not match its sha256 in manifest.json`);
+    sessions[name] = await ort.InferenceSession.create(bytes, sessionOptions);
+  }
+  return { manifest, sessions };
+}

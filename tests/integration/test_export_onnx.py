@@ -1,0 +1,112 @@
+"""ONNX export of the embedded model: parity with PyTorch, quantized variants, manifest, runtime."""
+
+import json
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from hart.checkpoints import load_pretrained
+from hart.errors import CheckpointError
+from hart.pipeline import HARTPipeline
+from hart.runtime.manifest import read_manifest
+from hart.runtime.onnx_pipeline import OnnxPipeline
+
+pytestmark = pytest.mark.slow
+PRECISIONS = ("fp32", "fp16", "int8", "qdq", "int4")
+
+
+@pytest.fixture
+def export(onnx_export):
+    return onnx_export
+
+
+def test_fp32_reproduces_pytorch_tokens_and_images(export):
+    parity = read_manifest(export / "fp32")["parity"]
+    assert parity["seeds"] >= 20 and parity["met"]
+    assert parity["token_agreement"] >= 0.999
+    assert parity["image_psnr_db"]["min"] >= 40
+    assert max(parity["component_relative_error"].values()) < 1e-4
+
+
+def test_an_independent_run_matches_pytorch(export):
+    reference = HARTPipeline(load_pretrained("tiny"), "cpu")
+    runtime = OnnxPipeline(export / "fp32")
+    prompts = ["a small red circle on the left", "large blue star in the top right corner on a gray background"]
+    want = reference.generate(prompts, seed=[11, 12])
+    got = runtime.generate(prompts, seed=[11, 12])
+    assert all(np.array_equal(g, w.numpy()) for g, w in zip(got.ids, want.ids))
+    assert 10 * np.log10(1 / np.mean((got.images - want.images.numpy()) ** 2)) >= 40
+
+
+def test_quantized_variants_are_smaller_and_measured(export):
+    sizes = {p: sum(f["bytes"] for name, f in read_manifest(export / p)["files"].items() if name.startswith("step"))
+             for p in PRECISIONS}
+    assert sizes["int4"] < sizes["int8"] < sizes["fp16"] < sizes["fp32"]
+    assert sizes["qdq"] < 0.5 * sizes["fp32"]
+    for precision in PRECISIONS[1:]:
+        parity = read_manifest(export / precision)["parity"]
+        assert parity["teacher_forced_token_agreement"] > 0.5, precision
+        assert parity["image_psnr_db"]["mean"] > 10, precision
+        assert set(parity["component_relative_error"]) >= {"step", "residual", "decoder"}
+    fp16 = read_manifest(export / "fp16")["parity"]
+    assert fp16["component_relative_error"]["step"] < 1e-2
+
+
+def test_manifest_describes_every_graph(export):
+    manifest = read_manifest(export / "int8")
+    graphs = manifest["graphs"]
+    assert set(graphs) == {"text_encoder", "condition", "step", "update_final", "residual", "decoder"} | {
+        f"update_{si}" for si in range(len(manifest["schedule"]["patch_nums"]) - 1)}
+    step = graphs["step"]
+    assert [i["name"] for i in step["inputs"]] == ["x", "cond_blocks", "cond_head", "cos", "sin", "past_k", "past_v"]
+    assert step["outputs"][2]["shape"][3] == "past + length"
+    assert manifest["rng"]["name"] == "hart-splitmix64-v1"
+    assert all(len(entry["sha256"]) == 64 for entry in manifest["files"].values())
+    assert json.loads((export / "int8" / "manifest.json").read_text())["precision"] == "int8"
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda folder: (folder / "step.onnx").write_bytes((folder / "step.onnx").read_bytes()[:1000]), "truncated"),
+    (lambda folder: (folder / "decoder.onnx").unlink(), "decoder.onnx is missing"),
+    (lambda folder: _swap(folder / "update_0.onnx", folder / "update_1.onnx"), "does not match its sha256"),
+])
+def test_damaged_folders_are_refused_before_onnxruntime(export, tmp_path, monkeypatch, damage, message):
+    folder = tmp_path / "copy"
+    shutil.copytree(export / "fp32", folder)
+    damage(folder)
+    import onnxruntime
+
+    monkeypatch.setattr(onnxruntime, "InferenceSession", lambda *a, **k: pytest.fail("a session was opened"))
+    with pytest.raises(CheckpointError, match=message):
+        OnnxPipeline(folder)
+
+
+def _swap(a, b):
+    data = a.read_bytes()
+    a.write_bytes(b.read_bytes())
+    b.write_bytes(data)
+
+
+def test_the_runtime_imports_no_torch(export, tmp_path):
+    code = (f"import sys; from hart.runtime.onnx_pipeline import OnnxPipeline; "
+            f"r = OnnxPipeline({str(export / 'int4')!r}).generate(['a red circle on the left'], seed=1); "
+            f"assert r.images.shape[1:] == (3, 128, 128); assert 'torch' not in sys.modules, 'torch imported'")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+
+
+def test_cli_generates_with_the_onnx_backend(export, tmp_path):
+    out = tmp_path / "onnx.png"
+    result = subprocess.run([sys.executable, "-m", "hart", "generate", "a red circle on the left", "--backend", "onnx",
+                             "--model", str(export / "fp32"), "-o", str(out), "--seed", "5"],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    from PIL import Image
+
+    onnx_pixels = np.asarray(Image.open(out), dtype=np.float64)
+    torch_pixels = np.asarray(HARTPipeline(load_pretrained("tiny"), "cpu")(["a red circle on the left"], seed=5)[0],
+                              dtype=np.float64)
+    assert np.abs(onnx_pixels - torch_pixels).max() <= 2

@@ -1,0 +1,47 @@
+"""The web demo's JavaScript RNG and sampler reproduce the Python reference numbers."""
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from hart.portable import rng
+from hart.portable.sampling import sample_categorical
+
+RUNTIME = Path(__file__).resolve().parents[2] / "mobile_demo" / "web" / "hart_runtime.mjs"
+node = shutil.which("node")
+pytestmark = pytest.mark.skipif(node is None, reason="Node.js is not installed")
+
+
+def run_js(body: str, data: dict | None = None):
+    """Run `body` (a function body with `m` = the runtime module and `data`) and return its JSON result."""
+    script = (f"import * as m from {json.dumps(RUNTIME.as_uri())};\n"
+              "const data = JSON.parse(require_stdin());\n"
+              f"const out = (() => {{ {body} }})();\nconsole.log(JSON.stringify(out));")
+    script = script.replace("require_stdin()", "(await import('node:fs')).readFileSync(0, 'utf8')")
+    result = subprocess.run([node, "--input-type=module", "-e", script], input=json.dumps(data or {}),
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def test_uniforms_and_normals_match_python_bit_for_bit():
+    out = run_js("return {u: Array.from(m.rng.uniform(42, 3, 1000)), n: Array.from(m.rng.normal(7, 2049, 999)),"
+                 " big: Array.from(m.rng.uniform(2n ** 64n - 1n, 2048, 5))};")
+    assert np.array_equal(np.float32(out["u"]), rng.uniform(42, 3, 1000))
+    assert np.abs(np.float32(out["n"]) - rng.normal(7, 2049, 999)).max() <= 1e-6
+    assert np.array_equal(np.float32(out["big"]), rng.uniform(2**64 - 1, 2048, 5))
+
+
+def test_token_sampling_matches_python():
+    generator = np.random.default_rng(0)
+    logits = generator.normal(size=(200, 50)).astype(np.float32) * 3
+    uniforms = rng.uniform(5, 1, 200)
+    for top_k, top_p, temperature in ((0, 0.0, 1.0), (7, 0.0, 1.0), (0, 0.8, 1.0), (10, 0.5, 0.7)):
+        want = sample_categorical(logits, uniforms, top_k, top_p, temperature)
+        got = run_js(f"return data.L.map((row, i) => m.sampleRow(Float32Array.from(row), data.U[i], {top_k}, {top_p}, "
+                     f"{temperature}));", {"L": logits.tolist(), "U": uniforms.tolist()})
+        assert got == want.tolist(), (top_k, top_p, temperature)
