@@ -85,6 +85,13 @@ def _build_parser() -> argparse.ArgumentParser:
         if stage == "generator":
             stage_parser.add_argument("--tokenizer", required=True, metavar="DIR",
                                       help="the tokenizer run's model folder (OUT/model of `hart train tokenizer`)")
+            stage_parser.add_argument("--latent-scale", type=float,
+                                      help="residual_head.latent_scale (HART 0.6): the residual range the head covers")
+        if stage == "tokenizer":
+            stage_parser.add_argument("--stage", dest="tokenizer_stage", default="joint",
+                                      choices=("autoencoder", "hybrid", "joint"),
+                                      help="autoencoder, then hybrid (encoder frozen); or joint from scratch")
+            stage_parser.add_argument("--init", metavar="DIR", help="model folder of the previous stage (hybrid)")
 
     evaluation = commands.add_parser("eval", help="prompt adherence and HART's ablations on held-out prompts")
     evaluation.add_argument("--model", default="tiny", help="preset name or model folder (default tiny)")
@@ -251,15 +258,15 @@ def _train(args: argparse.Namespace) -> None:
         from hart.train.tokenizer import train_tokenizer
 
         config = HARTConfig.from_json_file(args.preset) if args.preset.endswith(".json") else preset(args.preset)
-        result = train_tokenizer(config, settings, args.out, args.device, args.resume)
+        result = train_tokenizer(config, settings, args.out, args.device, args.resume, args.tokenizer_stage, args.init)
     elif args.stage == "generator":
         from hart.train.generator import train_generator
 
-        result = train_generator(args.tokenizer, settings, args.out, args.device, args.resume)
+        result = train_generator(args.tokenizer, settings, args.out, args.device, args.resume, args.latent_scale)
     else:
         from hart.eval.classifier import train_classifier
 
-        result = train_classifier(settings, args.out, args.device, args.resume)
+        result = train_classifier(settings, args.out, args.device, args.resume, preset(args.preset).image_size)
     if int(os.environ.get("RANK", "0")) == 0:
         print(f"wrote {result} after {time.perf_counter() - started:.0f} s")
 

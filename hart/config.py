@@ -353,15 +353,17 @@ PRESETS: dict[str, HARTConfig] = {
     "hart-0.7b-1024px": _hart_0p7b(1024, PATCH_NUMS_1024),
     "hart-0.7b-512px": _hart_0p7b(512, PATCH_NUMS_512),
     "hart-0.7b-256px": _hart_0p7b(256, PATCH_NUMS_256),
-    # The embedded default: 128 px procedural scenes, sized to train on a 2-core CPU and ship in < 30 MB.
+    # The embedded default: 64 px procedural scenes (f8 tokenizer, the same 8x8 token grid a 128 px f16
+    # model has), sized to train on a 2-core CPU and to ship in < 30 MB. At 128 px the tokenizer learned
+    # too slowly on that CPU (see hart/assets/tiny/MODEL_CARD.md).
     "tiny": HARTConfig(
         name="tiny",
-        image_size=128,
+        image_size=64,
         patch_nums=(1, 2, 3, 4, 6, 8),
         text=TextEncoderConfig(kind="words", max_tokens=24, dim=128, vocab=TINY_VOCAB, layers=2, heads=2),
         transformer=TransformerConfig(depth=6, width=192, heads=3),
         residual_head=ResidualHeadConfig(width=192, depth=3),
-        tokenizer=TokenizerConfig(vocab_size=512, latent_channels=16, channels=16, channel_mult=(1, 2, 2, 4, 4),
+        tokenizer=TokenizerConfig(vocab_size=512, latent_channels=16, channels=16, channel_mult=(1, 2, 4, 4),
                                   res_blocks=1, norm_groups=8),
         sampling=SamplingConfig(cfg=3.0, top_k=(0,) * 6),
     ),

@@ -17,7 +17,7 @@ from safetensors.torch import save_file
 
 from hart.atomic import atomic_directory
 from hart.checkpoints.io import load_strict, read_safetensors
-from hart.data.scenes import BACKGROUNDS, COLORS, IMAGE_SIZE, POSITIONS, SHAPES, SIZES, Scene
+from hart.data.scenes import BACKGROUNDS, COLORS, POSITIONS, SHAPES, SIZES, Scene
 from hart.errors import CheckpointError
 from hart.train.common import (RunFolder, Steps, TrainSettings, average, check_resume, end_process, scene_batches,
                                seed_everything, set_learning_rate, settings_dict, start_process)
@@ -41,8 +41,9 @@ def scene_labels(scene: Scene) -> dict[str, int]:
 
 
 class SceneClassifier(nn.Module):
-    def __init__(self, width: int = 32, features: int = 128):
+    def __init__(self, image_size: int = 64, width: int = 32, features: int = 128):
         super().__init__()
+        self.image_size = image_size
         channels = [3, width, 2 * width, 4 * width, 4 * width]
         layers: list[nn.Module] = []
         for a, b in zip(channels, channels[1:]):  # 128 -> 64 -> 32 -> 16 -> 8
@@ -50,11 +51,11 @@ class SceneClassifier(nn.Module):
                        nn.Conv2d(b, b, 3, padding=1), nn.GroupNorm(8, b), nn.SiLU()]
         self.body = nn.Sequential(*layers)
         # flattened, not pooled: position is a spatial attribute
-        self.embed = nn.Sequential(nn.Flatten(), nn.Linear(4 * width * (IMAGE_SIZE // 16) ** 2, features), nn.SiLU())
+        self.embed = nn.Sequential(nn.Flatten(), nn.Linear(4 * width * (image_size // 16) ** 2, features), nn.SiLU())
         self.heads = nn.ModuleDict({name: nn.Linear(features, len(values)) for name, values in ATTRIBUTES.items()})
 
     def features(self, images: torch.Tensor) -> torch.Tensor:
-        """images [B, 3, 128, 128] in [0, 1] -> features [B, F] (the Fréchet distance's space)."""
+        """images [B, 3, S, S] in [0, 1] -> features [B, F] (the Fréchet distance's space)."""
         return self.embed(self.body(images * 2 - 1))
 
     def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -72,10 +73,11 @@ def load_classifier(folder: str | Path = SHIPPED) -> SceneClassifier:
     if not (folder / LABELS).is_file():
         raise CheckpointError(f"{folder} holds no scene classifier ({LABELS} missing); train one with "
                               "`hart train classifier --out DIR`")
-    if json.loads((folder / LABELS).read_text()) != {k: list(v) for k, v in ATTRIBUTES.items()}:
+    saved = json.loads((folder / LABELS).read_text())
+    if saved.get("attributes") != {k: list(v) for k, v in ATTRIBUTES.items()}:
         raise CheckpointError(f"{folder / LABELS} lists other attribute values than this version's scenes")
     with torch.device("meta"):
-        model = SceneClassifier()
+        model = SceneClassifier(saved["image_size"])
     load_strict(model, read_safetensors(folder / WEIGHTS), str(folder / WEIGHTS))
     return model.eval()
 
@@ -99,17 +101,19 @@ def _augment(images: torch.Tensor, generator: torch.Generator, process) -> torch
 def export_classifier(model: SceneClassifier, out: Path) -> Path:
     with atomic_directory(out, overwrite=True) as tmp:
         save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, tmp / WEIGHTS)
-        (tmp / LABELS).write_text(json.dumps({k: list(v) for k, v in ATTRIBUTES.items()}, indent=1) + "\n")
+        labels = {"image_size": model.image_size, "attributes": {k: list(v) for k, v in ATTRIBUTES.items()}}
+        (tmp / LABELS).write_text(json.dumps(labels, indent=1) + "\n")
     return out
 
 
-def train_classifier(settings: TrainSettings, out: str | Path, device: str = "auto", resume: bool = False) -> Path:
+def train_classifier(settings: TrainSettings, out: str | Path, device: str = "auto", resume: bool = False,
+                     image_size: int = 64) -> Path:
     process = start_process(device)
     try:
         out = Path(out)
         folder = RunFolder(out, process)
         generator = seed_everything(settings.seed)
-        model = SceneClassifier().to(process.device)
+        model = SceneClassifier(image_size).to(process.device)
         optimizer = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
         state = folder.load()
         first_step = check_resume(state, KIND, settings, resume, folder)
@@ -123,7 +127,7 @@ def train_classifier(settings: TrainSettings, out: str | Path, device: str = "au
                     "optimizer": optimizer.state_dict()}
 
         steps = Steps(folder, process, settings, first_step, "classifier", snapshot)
-        batches = scene_batches("classifier", settings, first_step, process, IMAGE_SIZE, labels=scene_labels)
+        batches = scene_batches("classifier", settings, first_step, process, image_size, labels=scene_labels)
         for step, (images, labels) in enumerate(batches, start=first_step):
             lr = set_learning_rate(optimizer, step, settings)
             logits = trainer(_augment(images.to(process.device), generator, process))

@@ -22,6 +22,7 @@ import torch
 from PIL import Image
 
 from hart.atomic import atomic_file
+from hart.errors import HartError
 from hart.data.scenes import canonical_caption, image_array, make_scene
 from hart.eval.classifier import ATTRIBUTES, SHIPPED, load_classifier, scene_labels
 from hart.eval.metrics import frechet_distance, psnr
@@ -61,8 +62,8 @@ def _batched(judge, images: torch.Tensor, batch: int):
     return predictions, torch.cat(features).numpy()
 
 
-def _renders(scenes) -> torch.Tensor:
-    return torch.from_numpy(np.stack([image_array(s) for s in scenes]))
+def _renders(scenes, size: int) -> torch.Tensor:
+    return torch.from_numpy(np.stack([image_array(s, size) for s in scenes]))
 
 
 class _TorchImages:
@@ -112,11 +113,15 @@ def evaluate(model: str, out: str | Path, settings: EvalSettings = EvalSettings(
     started = time.perf_counter()
     images_for = _OnnxImages(model) if backend == "onnx" else _TorchImages(model, device)
     judge = load_classifier(classifier).to(images_for.device)
+    size = images_for.config["image_size"]
+    if judge.image_size != size:
+        raise HartError(f"the scene classifier reads {judge.image_size} px images; {model} makes {size} px ones "
+                        "(train a classifier for it with `hart train classifier --preset ...`)")
     scenes = [make_scene(i, "heldout", settings.seed) for i in range(settings.num_prompts)]
     prompts = [canonical_caption(s) for s in scenes]
     truth = [scene_labels(s) for s in scenes]
-    real = _renders(scenes)
-    floor_real = _renders([make_scene(i, "heldout", settings.seed + 1) for i in range(settings.num_prompts)])
+    real = _renders(scenes, size)
+    floor_real = _renders([make_scene(i, "heldout", settings.seed + 1) for i in range(settings.num_prompts)], size)
 
     hybrid, discrete = [], []
     for start in range(0, len(prompts), settings.batch_size):

@@ -8,11 +8,11 @@ norm(h_last + latent_in(codebook[sampled])). 10 % of captions are replaced by th
 context used for guidance at inference.
 """
 
+import dataclasses
 import logging
 import math
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -26,10 +26,10 @@ from hart.models import HARTTransformer, ResidualHead
 from hart.portable.schedule import diffusion_schedule
 from hart.text.base import positions_from_mask
 from hart.text.words import WordTextEncoder
-from hart.tokenizer import HybridTokenizer
 from hart.train.common import (RunFolder, Steps, TrainSettings, average, check_resume, end_process, scene_batches,
                                seed_everything, set_learning_rate, settings_dict, start_process)
 from hart.train.diffusion_loss import DiffusionLoss
+from hart.train.tokenizer import load_tokenizer
 
 log = logging.getLogger(__name__)
 KIND = "generator"
@@ -102,25 +102,20 @@ def _random_choices(generator: torch.Generator, batch: int, tokens: int, config:
     }
 
 
-def load_tokenizer(folder: str | Path) -> tuple[HARTConfig, HybridTokenizer]:
-    folder = Path(folder)
-    config = HARTConfig.from_json_file(folder / CONFIG_FILE)
-    tokenizer = build_networks(config, "meta")["tokenizer"]
-    load_strict(tokenizer, read_safetensors(folder / weights_file("tokenizer")), str(folder / weights_file("tokenizer")))
-    return config, tokenizer
-
-
 def train_generator(tokenizer_dir: str | Path, settings: TrainSettings, out: str | Path, device: str = "auto",
-                    resume: bool = False) -> Path:
+                    resume: bool = False, latent_scale: float | None = None) -> Path:
+    """Train on the tokenizer in `tokenizer_dir`; `latent_scale` overrides residual_head.latent_scale."""
     process = start_process(device)
     try:
-        return _train(tokenizer_dir, settings, Path(out), process, resume)
+        return _train(tokenizer_dir, settings, Path(out), process, resume, latent_scale)
     finally:
         end_process()
 
 
-def _train(tokenizer_dir, settings, out, process, resume) -> Path:
+def _train(tokenizer_dir, settings, out, process, resume, latent_scale) -> Path:
     config, tokenizer = load_tokenizer(tokenizer_dir)
+    if latent_scale is not None:
+        config = config.replace(residual_head=dataclasses.replace(config.residual_head, latent_scale=latent_scale))
     if config.text.kind != "words":
         raise HartError(f"{tokenizer_dir}: training supports the word text encoder, not {config.text.kind!r}")
     folder = RunFolder(out, process)
@@ -182,10 +177,3 @@ def _train(tokenizer_dir, settings, out, process, resume) -> Path:
         save_model(model.eval(), model_dir, overwrite=True)
         log.info("model written to %s", model_dir)
     return model_dir
-
-
-def residual_statistics(tokenizer: HybridTokenizer, images: torch.Tensor) -> dict[str, float]:
-    """How large the continuous residual is, to choose residual_head.latent_scale (HART: 0.6)."""
-    with torch.no_grad():
-        residual = tokenizer.encode(images).residual.abs().flatten().cpu().numpy()
-    return {f"p{q}": float(np.quantile(residual, q / 100)) for q in (50, 90, 99, 99.9)}

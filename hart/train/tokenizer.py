@@ -18,8 +18,10 @@ from safetensors.torch import save_file
 from torch.nn.parallel import DistributedDataParallel
 
 from hart.atomic import atomic_directory
-from hart.checkpoints.io import CONFIG_FILE, weights_file
+from hart.checkpoints.io import CONFIG_FILE, load_strict, read_safetensors, weights_file
+from hart.components import build_networks
 from hart.config import HARTConfig
+from hart.errors import HartError
 from hart.tokenizer import HybridTokenizer
 from hart.tokenizer.quantizer import grid_to_tokens
 from hart.train.common import (Process, RunFolder, Steps, TrainSettings, average, check_resume, end_process,
@@ -30,15 +32,22 @@ KIND = "tokenizer"
 MODEL_DIR = "model"
 
 
+STAGES = ("autoencoder", "hybrid", "joint")
+LATENT_L2 = 1e-3  # autoencoder stage: keeps the continuous latent (and so the residual) of moderate scale
+
+
 class TokenizerStep(nn.Module):
     """One training forward as a module, so DDP can hook its gradients."""
 
-    def __init__(self, tokenizer: HybridTokenizer, beta: float):
+    def __init__(self, tokenizer: HybridTokenizer, beta: float, stage: str):
         super().__init__()
-        self.tokenizer, self.beta = tokenizer, beta
+        self.tokenizer, self.beta, self.stage = tokenizer, beta, stage
 
     def forward(self, images: torch.Tensor, hybrid: torch.Tensor):
         f = self.tokenizer.latent(images)
+        if self.stage == "autoencoder":
+            reconstruction = self.tokenizer.decoder(self.tokenizer.post_quant_conv(f))
+            return reconstruction, LATENT_L2 * f.pow(2).mean(), [], f
         discrete, vq_loss, ids = self.tokenizer.quantizer.quantize_for_training(f, self.beta)
         latent = torch.where(hybrid[:, None, None, None], f, discrete)
         reconstruction = self.tokenizer.decoder(self.tokenizer.post_quant_conv(latent))
@@ -76,7 +85,8 @@ def _psnr_by_decoding(reconstruction: torch.Tensor, images: torch.Tensor, hybrid
     """Mean PSNR of the discrete-only and the hybrid decodings of a batch, over every process."""
     values = psnr(reconstruction, images)
     sums = summed(torch.stack([values[~hybrid].sum(), (~hybrid).sum(), values[hybrid].sum(), hybrid.sum()]))
-    return {"psnr_discrete": (sums[0] / sums[1].clamp(min=1)).item(), "psnr_hybrid": (sums[2] / sums[3].clamp(min=1)).item()}
+    return {"psnr_discrete": (sums[0] / sums[1]).item() if sums[1] else None,
+            "psnr_hybrid": (sums[2] / sums[3]).item() if sums[3] else None}
 
 
 def export_tokenizer(tokenizer: HybridTokenizer, config: HARTConfig, out: Path) -> Path:
@@ -86,6 +96,14 @@ def export_tokenizer(tokenizer: HybridTokenizer, config: HARTConfig, out: Path) 
         state = {k: v.detach().cpu().float().contiguous() for k, v in tokenizer.state_dict().items()}
         save_file(state, tmp / weights_file("tokenizer"), metadata={"format": "pt", "component": "tokenizer"})
     return out
+
+
+def load_tokenizer(folder: str | Path) -> tuple[HARTConfig, HybridTokenizer]:
+    folder = Path(folder)
+    config = HARTConfig.from_json_file(folder / CONFIG_FILE)
+    tokenizer = build_networks(config, "meta")["tokenizer"]
+    load_strict(tokenizer, read_safetensors(folder / weights_file("tokenizer")), str(folder / weights_file("tokenizer")))
+    return config, tokenizer
 
 
 def _restart_dead_codes(tokenizer: HybridTokenizer, usage: torch.Tensor, f: torch.Tensor,
@@ -101,52 +119,81 @@ def _restart_dead_codes(tokenizer: HybridTokenizer, usage: torch.Tensor, f: torc
 
 
 def train_tokenizer(config: HARTConfig, settings: TrainSettings, out: str | Path, device: str = "auto",
-                    resume: bool = False, beta: float = 0.25, hybrid_prob: float = 0.5,
-                    restart_every: int = 100) -> Path:
+                    resume: bool = False, stage: str = "joint", init: str | Path | None = None, beta: float = 0.25,
+                    hybrid_prob: float = 0.5, restart_every: int = 100) -> Path:
+    """Train one stage; `init` is the model folder of the previous stage (required for "hybrid")."""
+    if stage not in STAGES:
+        raise HartError(f"unknown tokenizer stage {stage!r}; choose from {', '.join(STAGES)}")
+    if stage == "hybrid" and init is None:
+        raise HartError("the hybrid stage starts from a trained autoencoder: pass --init OUT/model of the "
+                        "autoencoder stage")
     process = start_process(device)
     try:
-        return _train(config, settings, Path(out), process, resume, beta, hybrid_prob, restart_every)
+        return _train(config, settings, Path(out), process, resume, stage, init, beta, hybrid_prob, restart_every)
     finally:
         end_process()
 
 
-def _train(config, settings, out, process, resume, beta, hybrid_prob, restart_every) -> Path:
+def _initial_codebook(tokenizer: HybridTokenizer, images: torch.Tensor, generator: torch.Generator) -> None:
+    """Start the codebook on latent vectors at every scale (area-downsampled), not on noise."""
+    quantizer = tokenizer.quantizer
+    with torch.no_grad():
+        f = tokenizer.latent(images)
+        vectors = torch.cat([grid_to_tokens(quantizer.resampling.down(f, n)).reshape(-1, f.shape[1])
+                             for n in quantizer.patch_nums])
+        rows = torch.randint(len(vectors), (quantizer.codebook.num_embeddings,), generator=generator)
+        quantizer.codebook.weight.copy_(vectors[rows.to(vectors.device)])
+
+
+def _train(config, settings, out, process, resume, stage, init, beta, hybrid_prob, restart_every) -> Path:
     folder = RunFolder(out, process)
     generator = seed_everything(settings.seed)
     tokenizer = HybridTokenizer(config).to(process.device)
-    optimizer = torch.optim.AdamW(tokenizer.parameters(), lr=settings.lr, betas=(0.9, 0.95),
-                                  weight_decay=settings.weight_decay)
+    if init is not None:
+        config, loaded = load_tokenizer(init)
+        tokenizer.load_state_dict(loaded.state_dict())
+    frozen = {"autoencoder": [tokenizer.quantizer], "hybrid": [tokenizer.encoder, tokenizer.quant_conv],
+              "joint": []}[stage]
+    for module in frozen:
+        module.requires_grad_(False)
+    trainable = [p for p in tokenizer.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=settings.lr, betas=(0.9, 0.95), weight_decay=settings.weight_decay)
     usage = torch.zeros(config.tokenizer.vocab_size, device=process.device)
     state = folder.load()
-    first_step = check_resume(state, KIND, settings, resume, folder)
+    first_step = check_resume(state, f"{KIND}-{stage}", settings, resume, folder)
     if state is not None:
         tokenizer.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         generator.set_state(state["generator"])
-    step_module = TokenizerStep(tokenizer, beta)
+    step_module = TokenizerStep(tokenizer, beta, stage)
     trainer = DistributedDataParallel(step_module) if process.world_size > 1 else step_module
 
     def snapshot(step: int) -> dict:
-        return {"kind": KIND, "step": step, "config": config.to_dict(), "settings": settings_dict(settings),
+        return {"kind": f"{KIND}-{stage}", "step": step, "config": config.to_dict(), "settings": settings_dict(settings),
                 "model": tokenizer.state_dict(), "optimizer": optimizer.state_dict(),
                 "generator": generator.get_state()}
 
-    steps = Steps(folder, process, settings, first_step, "tokenizer", snapshot)
+    steps = Steps(folder, process, settings, first_step, f"tokenizer ({stage})", snapshot)
     tokenizer.train()
-    step = first_step
+    for module in frozen:
+        module.eval()
     for step, (images, _captions) in enumerate(scene_batches("train", settings, first_step, process,
                                                               config.image_size), start=first_step):
         lr = set_learning_rate(optimizer, step, settings)
         images = images.to(process.device)
+        if stage == "hybrid" and step == 0:
+            _initial_codebook(tokenizer, images, generator)
         hybrid = process.own_part(torch.rand(settings.batch_size, generator=generator) < hybrid_prob)
+        if stage == "autoencoder":
+            hybrid = torch.ones_like(hybrid)  # every image decodes its continuous latent
         reconstruction, vq_loss, ids, f = trainer(images, hybrid)
         pixel_loss = reconstruction_loss(reconstruction, images)
         loss = pixel_loss + vq_loss
-        steps.optimize(optimizer, loss, tokenizer.parameters())
+        steps.optimize(optimizer, loss, trainable)
         for scale_ids in ids:
             usage += torch.bincount(scale_ids.flatten(), minlength=usage.numel())
         restarted = 0
-        if (step + 1) % restart_every == 0:
+        if ids and (step + 1) % restart_every == 0:
             restarted = _restart_dead_codes(tokenizer, usage, f, generator, process)
         if steps.logging_due(step):
             with torch.no_grad():

@@ -11,7 +11,7 @@ import torch
 from hart.checkpoints import ASSETS, load_pretrained, shipped_weights
 from hart.components import count_parameters
 from hart.config import HARTConfig, preset
-from hart.data.scenes import make_scene, render
+from hart.data.scenes import image_array, make_scene
 from hart.eval.classifier import ATTRIBUTES, load_classifier, scene_labels
 from hart.pipeline import HARTPipeline
 
@@ -44,8 +44,8 @@ def test_hart_generate_uses_the_embedded_model_by_default(tmp_path):
     from PIL import Image
 
     pixels = np.asarray(Image.open(tmp_path / "red.png")).astype(int)
-    assert pixels.shape == (128, 128, 3)
-    centre, corner = pixels[56:72, 56:72].reshape(-1, 3).mean(0), pixels[:12, :12].reshape(-1, 3).mean(0)
+    assert pixels.shape == (64, 64, 3)
+    centre, corner = pixels[28:36, 28:36].reshape(-1, 3).mean(0), pixels[:6, :6].reshape(-1, 3).mean(0)
     assert centre[0] > centre[1] + 60 and centre[0] > centre[2] + 60  # a red object in the middle
     assert np.abs(corner - 128).max() < 40  # on gray
 
@@ -62,8 +62,7 @@ def test_the_judge_reads_ground_truth_renders():
     judge = load_classifier()
     for split in ("heldout", "test"):
         scenes = [make_scene(i, split, seed=42) for i in range(200)]
-        images = torch.from_numpy(np.stack([np.asarray(render(s), dtype=np.float32).transpose(2, 0, 1) / 255
-                                            for s in scenes]))
+        images = torch.from_numpy(np.stack([image_array(s, judge.image_size) for s in scenes]))
         predicted = judge.predict(images)
         for name in ATTRIBUTES:
             accuracy = np.mean([p == ATTRIBUTES[name][scene_labels(s)[name]] for p, s in zip(predicted[name], scenes)])

@@ -35,7 +35,7 @@ def test_the_page_generates_the_python_runtimes_image(onnx_export, tmp_path):
     assert result.returncode == 0, result.stderr
     page = json.loads(result.stdout.strip().splitlines()[-1])
     assert page["state"] == "done", page
-    assert (page["width"], page["height"]) == (128, 128)
+    assert (page["width"], page["height"]) == (64, 64)
     assert page["viewport"][1] <= page["viewport"][0]  # nothing wider than a phone screen
     assert (tmp_path / "screenshot.png").stat().st_size > 10_000
     browser = np.asarray(Image.open(tmp_path / "result.png").convert("RGB"), dtype=np.float64) / 255
