@@ -5,7 +5,7 @@ import { generate, loadModel } from "./hart_runtime.mjs";
 
 const $ = (id) => document.getElementById(id);
 const MODEL_URL = new URLSearchParams(location.search).get("model") || "./model";
-ort.env.wasm.wasmPaths = "./ort/";
+ort.env.wasm.wasmPaths = new URL("./ort/", location.href).href;
 
 function draw(canvas, tensor) { // [1, 3, H, W] in [0, 1] -> canvas pixels
   const [, , h, w] = tensor.dims, data = tensor.data;
@@ -19,7 +19,8 @@ function draw(canvas, tensor) { // [1, 3, H, W] in [0, 1] -> canvas pixels
 }
 
 async function main() {
-  const providers = navigator.gpu ? ["webgpu", "wasm"] : ["wasm"];
+  const adapter = navigator.gpu ? await navigator.gpu.requestAdapter().catch(() => null) : null;
+  const providers = adapter ? ["webgpu", "wasm"] : ["wasm"];
   let model;
   try {
     model = await loadModel(ort, MODEL_URL, { executionProviders: providers });

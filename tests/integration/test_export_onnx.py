@@ -110,3 +110,13 @@ def test_cli_generates_with_the_onnx_backend(export, tmp_path):
     torch_pixels = np.asarray(HARTPipeline(load_pretrained("tiny"), "cpu")(["a red circle on the left"], seed=5)[0],
                               dtype=np.float64)
     assert np.abs(onnx_pixels - torch_pixels).max() <= 2
+
+
+def test_int8_keeps_prompt_adherence_within_two_points(export, tmp_path):
+    from hart.eval.evaluate import EvalSettings, evaluate
+
+    settings = EvalSettings(num_prompts=240, batch_size=48)
+    scores = {p: evaluate(str(export / p), tmp_path / p, settings, backend="onnx", progress=False)["adherence"]
+              for p in ("fp32", "int8")}
+    for attribute in ("color", "shape", "position"):
+        assert scores["int8"][attribute] >= scores["fp32"][attribute] - 0.02, (attribute, scores)
