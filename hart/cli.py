@@ -308,8 +308,9 @@ def _export(args: argparse.Namespace) -> None:
         raise HartError(f"--parity-seeds must be at least 1 (got {args.parity_seeds})")
     started = time.perf_counter()
     model = load_pretrained(args.model, args.text_encoder)
+    qwen2 = args.text_encoder if args.text_encoder not in (None, "random") else None
     out = export_onnx(model, args.out, precisions, args.int4_block, args.int4_algorithm, args.parity_seeds,
-                      args.overwrite)
+                      args.overwrite, text_encoder_dir=qwen2)
     for precision in precisions:
         manifest = read_manifest(out / precision, verify=False)
         size = sum(f["bytes"] for f in manifest["files"].values())

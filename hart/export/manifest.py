@@ -127,7 +127,7 @@ def _onnxruntime_version() -> str:
 
 
 def write_manifest(folder: Path, manifest: dict) -> None:
-    files = [p.name for p in folder.iterdir() if p.is_file() and p.name != MANIFEST_FILE]
+    files = [str(p.relative_to(folder)) for p in sorted(folder.rglob("*")) if p.is_file() and p.name != MANIFEST_FILE]
     manifest["files"] = file_entries(folder, files)
     with atomic_file(folder / MANIFEST_FILE) as tmp:
         tmp.write_text(json.dumps(manifest, indent=1) + "\n")

@@ -22,7 +22,8 @@ from hart.components import HARTModel
 from hart.errors import ConfigError
 from hart.export import onnx_quantize
 from hart.export.graphs import GraphSpec, graph_specs
-from hart.export.manifest import build_manifest, write_manifest
+from hart.export.manifest import build_manifest, graph_io, write_manifest
+from hart.export.qwen2_onnx import FOLDER as QWEN_FOLDER
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +35,8 @@ QUANTIZED = {
     "qdq": ("step", "residual"),
     "int4": ("text_encoder", "condition", "step", "residual"),
 }
-LARGE_GRAPH_BYTES = 1_800_000_000  # above this, weights go to external data (protobuf's 2 GB limit)
+LARGE_GRAPH_BYTES = 1_800_000_000
+QWEN_GRAPH, QWEN_TOKENIZER = f"{QWEN_FOLDER}/model.onnx", f"{QWEN_FOLDER}/tokenizer.json"  # above this, weights go to external data (protobuf's 2 GB limit)
 
 
 def parse_precisions(text: str) -> tuple[str, ...]:
@@ -69,9 +71,22 @@ def _graph_files(folder: Path, name: str) -> list[Path]:
     return [p for p in (folder / f"{name}.onnx", folder / f"{name}.onnx.data") if p.exists()]
 
 
+def _qwen2_precision(precision: str, fp32: Path, target: Path) -> None:
+    """The Qwen2 text encoder: fp16 for fp16 exports, dynamic int8 for the quantized ones."""
+    source, destination = fp32 / QWEN_GRAPH, target / QWEN_GRAPH
+    destination.parent.mkdir()
+    _link_or_copy(fp32 / QWEN_TOKENIZER, target / QWEN_TOKENIZER)
+    if precision == "fp16":
+        onnx_quantize.convert_fp16(source, destination)
+    else:
+        onnx_quantize.quantize_int8(source, destination)
+
+
 def build_precision(precision: str, fp32: Path, target: Path, specs: list[GraphSpec],
                     calibration: dict[str, list[dict[str, np.ndarray]]], int4_block: int, int4_algorithm: str) -> None:
     target.mkdir()
+    if (fp32 / QWEN_GRAPH).is_file():
+        _qwen2_precision(precision, fp32, target)
     rewrite = QUANTIZED[precision]
     for spec in specs:
         source, destination = fp32 / f"{spec.name}.onnx", target / f"{spec.name}.onnx"
@@ -89,8 +104,12 @@ def build_precision(precision: str, fp32: Path, target: Path, specs: list[GraphS
 
 
 def export_onnx(model: HARTModel, out: str | Path, precisions: tuple[str, ...] = ("fp32",), int4_block: int = 128,
-                int4_algorithm: str = "rtn", parity_seeds: int = 20, overwrite: bool = False) -> Path:
-    """Export `model` (CPU, float32) to OUT/<precision>/ for every requested precision."""
+                int4_algorithm: str = "rtn", parity_seeds: int = 20, overwrite: bool = False,
+                text_encoder_dir: str | Path | None = None) -> Path:
+    """Export `model` (CPU, float32) to OUT/<precision>/ for every requested precision.
+
+    Models with the Qwen2 text encoder export it too when `text_encoder_dir` (the local Qwen2 folder)
+    is given (see hart.export.qwen2_onnx); without it their export has no text graph."""
     from hart.export.parity import calibration_feeds, measure_parity, parity_prompts
 
     if int4_algorithm not in onnx_quantize.INT4_ALGORITHMS or int4_block not in (32, 64, 128, 256):
@@ -107,16 +126,31 @@ def export_onnx(model: HARTModel, out: str | Path, precisions: tuple[str, ...] =
         for spec in specs:
             export_graph(spec, fp32)
             log.info("exported %s", spec.name)
-        write_manifest(fp32, build_manifest(model, fp32, "fp32", specs))
+        text = None
+        if model.config.text.kind == "qwen2" and text_encoder_dir is not None:
+            from hart.export.qwen2_onnx import export_qwen2_text_encoder
+
+            text = export_qwen2_text_encoder(text_encoder_dir, fp32, model.config.text)
+            log.info("exported the Qwen2 text encoder")
+
+        def manifest(folder: Path, precision: str, parity=None, options=None) -> dict:
+            built = build_manifest(model, folder, precision, specs, parity, options)
+            if text is not None:
+                built["text"] = text
+                built["graphs"] = {"text_encoder": {"file": QWEN_GRAPH, "description": "Qwen2 (optimum export)",
+                                                    **graph_io(folder / QWEN_GRAPH)}, **built["graphs"]}
+            return built
+
+        write_manifest(fp32, manifest(fp32, "fp32"))
         log.info("fp32 graphs in %.1f s", time.perf_counter() - started)
         calibration = calibration_feeds(fp32, prompts[:8]) if "qdq" in precisions else {}
         for precision in precisions:
             if precision != "fp32":
                 build_precision(precision, fp32, tmp / precision, specs, calibration, int4_block, int4_algorithm)
-                write_manifest(tmp / precision, build_manifest(model, tmp / precision, precision, specs))
+                write_manifest(tmp / precision, manifest(tmp / precision, precision))
             options = {"int4_block": int4_block, "int4_algorithm": int4_algorithm} if precision == "int4" else {}
             parity = measure_parity(model, tmp / precision, specs, prompts, parity_seeds)
-            write_manifest(tmp / precision, build_manifest(model, tmp / precision, precision, specs, parity, options))
+            write_manifest(tmp / precision, manifest(tmp / precision, precision, parity, options))
             log.info("%s: %s", precision, parity["summary"])
         if "fp32" not in precisions:
             shutil.rmtree(fp32)

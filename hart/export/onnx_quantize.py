@@ -69,9 +69,17 @@ def _constant_weight_matmuls(model: onnx.ModelProto) -> list[onnx.NodeProto]:
     return [n for n in model.graph.node if n.op_type == "MatMul" and n.input[1] in initializers]
 
 
+LARGE = 1_800_000_000  # protobuf files stop at 2 GB: larger models keep their weights in <file>.data
+
+
+def _bytes(path: Path) -> int:
+    """A graph's size with its external data (optimum names it <file>_data, the exporter <file>.data)."""
+    return sum(p.stat().st_size for p in (path, Path(f"{path}.data"), Path(f"{path}_data")) if p.exists())
+
+
 def _save(model: onnx.ModelProto, path: Path) -> None:
-    onnx.save_model(model, str(path), save_as_external_data=model.ByteSize() > 1_800_000_000,
-                    location=f"{path.name}.data" if model.ByteSize() > 1_800_000_000 else None)
+    large = model.ByteSize() > LARGE
+    onnx.save_model(model, str(path), save_as_external_data=large, location=f"{path.name}.data" if large else None)
 
 
 def _prepared(source: Path) -> onnx.ModelProto:
@@ -86,10 +94,10 @@ def quantize_int8(source: Path, target: Path, exclude: list[str] | None = None) 
     try:
         quantize_dynamic(str(staged), str(target), weight_type=QuantType.QInt8, per_channel=True,
                          op_types_to_quantize=["MatMul"], nodes_to_exclude=exclude or [],
-                         extra_options={"MatMulConstBOnly": True}, use_external_data_format=staged.stat().st_size > 1.8e9)
+                         extra_options={"MatMulConstBOnly": True}, use_external_data_format=_bytes(staged) > LARGE)
     finally:
         staged.unlink(missing_ok=True)
-        Path(str(staged) + ".data").unlink(missing_ok=True)
+        Path(f"{staged}.data").unlink(missing_ok=True)
 
 
 def quantize_int4(source: Path, target: Path, block_size: int = 128, algorithm: str = "rtn") -> None:
@@ -111,6 +119,7 @@ def quantize_int4(source: Path, target: Path, block_size: int = 128, algorithm: 
         quantize_int8(staged, target)  # only the remaining float MatMuls: the sensitive layers
     finally:
         staged.unlink(missing_ok=True)
+        Path(f"{staged}.data").unlink(missing_ok=True)
 
 
 def quantize_qdq(source: Path, target: Path, calibration: list[dict[str, np.ndarray]]) -> None:
@@ -129,9 +138,10 @@ def quantize_qdq(source: Path, target: Path, calibration: list[dict[str, np.ndar
     try:
         quantize_static(str(staged), str(target), Feeds(), quant_format=QuantFormat.QDQ, per_channel=True,
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul"],
-                        extra_options={"MatMulConstBOnly": True})
+                        extra_options={"MatMulConstBOnly": True}, use_external_data_format=_bytes(staged) > LARGE)
     finally:
         staged.unlink(missing_ok=True)
+        Path(f"{staged}.data").unlink(missing_ok=True)
 
 
 def convert_fp16(source: Path, target: Path) -> None:

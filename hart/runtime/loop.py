@@ -8,6 +8,7 @@ executable reference the web and iOS demos follow: every constant comes from man
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Protocol
 
 import numpy as np
@@ -57,6 +58,11 @@ class NamedGraphBackend:
     def text_encoder(self, ids, mask):
         return self.run("text_encoder", ids=ids, mask=mask)[0]
 
+    def qwen2(self, input_ids, attention_mask, position_ids):
+        """The official text encoder's graph (optimum's export): last hidden states [B, S, D]."""
+        return self.run("text_encoder", input_ids=input_ids, attention_mask=attention_mask,
+                        position_ids=position_ids)[0]
+
     def condition(self, hidden, mask):
         return tuple(self.run("condition", hidden=hidden, mask=mask))
 
@@ -99,15 +105,40 @@ class RuntimeResult:
         return [Image.fromarray(np.ascontiguousarray(p)) for p in pixels]
 
 
+class Qwen2Tokens:
+    """HART's Qwen2 input: prompt tokens cut to T and right-padded, after the instruction prefix."""
+
+    def __init__(self, text: dict, folder: Path):
+        try:
+            from tokenizers import Tokenizer
+        except ImportError:
+            raise DependencyError("models with the Qwen2 text encoder need the tokenizers package") from None
+        self.tokenizer = Tokenizer.from_file(str(folder / text["tokenizer"]))
+        self.length, self.pad_id = text["max_tokens"], text["pad_id"]
+        self.prefix = np.asarray(text["system_prompt_ids"], dtype=np.int64)
+
+    def __call__(self, prompts: list[str]) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+        """-> prompt ids [B, T], mask [B, T] bool and the text graph's feeds (with the prefix)."""
+        rows = [self.tokenizer.encode(p).ids[: self.length] for p in prompts]
+        ids = np.array([r + [self.pad_id] * (self.length - len(r)) for r in rows], dtype=np.int64)
+        mask = ids != self.pad_id
+        prefix = np.broadcast_to(self.prefix, (len(prompts), len(self.prefix)))
+        full = np.concatenate([prefix, ids], axis=1)
+        feeds = {"input_ids": full, "attention_mask": np.concatenate([np.ones_like(prefix), mask], axis=1).astype(np.int64),
+                 "position_ids": np.broadcast_to(np.arange(full.shape[1], dtype=np.int64), full.shape).copy()}
+        return ids, mask, feeds
+
+
 class ManifestLoop:
-    def __init__(self, manifest: dict, backend: Backend):
+    def __init__(self, manifest: dict, backend: Backend, folder: Path | None = None):
         self.manifest, self.backend = manifest, backend
         text = manifest["text"]
-        if text["kind"] not in ("words", "random"):
-            raise DependencyError(f"the {text['kind']} text encoder is not part of this export; only models with the "
-                                  "word encoder (or random features, for timing) run from an export folder")
+        if text["kind"] not in ("words", "random", "qwen2") or (text["kind"] == "qwen2" and "tokenizer" not in text):
+            raise DependencyError(f"the {text['kind']} text encoder is not part of this export; re-export with "
+                                  "--text-encoder pointing at its local folder")
         self.text = text
         self.tokenizer = WordTokenizer(tuple(text["vocab"]), text["max_tokens"]) if text["kind"] == "words" else None
+        self.qwen2 = Qwen2Tokens(text, folder) if text["kind"] == "qwen2" else None
         self.patch_nums = manifest["schedule"]["patch_nums"]
         self.rope = {k: np.asarray(v, dtype=np.float32) for k, v in manifest["rope"].items() if k.endswith("inv_freq")}
 
@@ -137,6 +168,9 @@ class ManifestLoop:
         if self.tokenizer is not None:
             ids, mask = self.tokenizer(prompts)
             hidden = backend.text_encoder(ids, mask)
+        elif self.qwen2 is not None:
+            ids, mask, feeds = self.qwen2(prompts)
+            hidden = backend.qwen2(**feeds)[:, -ids.shape[1]:].astype(np.float32)
         else:  # random-weight timing runs: the same seeded features PyTorch's stand-in encoder gives
             hidden, mask = random_text_features(prompts, self.text["max_tokens"], self.text["dim"])
         null_mask = np.zeros_like(mask)

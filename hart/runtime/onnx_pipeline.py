@@ -37,7 +37,7 @@ class OnnxPipeline(ManifestLoop):
     def __init__(self, folder: str | Path, threads: int | None = None, providers: list[str] | None = None):
         self.folder = Path(folder)
         manifest = read_manifest(self.folder)  # refuses missing or altered files before any session opens
-        super().__init__(manifest, OnnxBackend(self.folder, manifest, threads, providers))
+        super().__init__(manifest, OnnxBackend(self.folder, manifest, threads, providers), self.folder)
 
     @property
     def sessions(self) -> dict:

@@ -49,6 +49,7 @@ def tiny_qwen2(folder):
     transformers = pytest.importorskip("transformers")
     from tokenizers import ByteLevelBPETokenizer
 
+    folder.mkdir(parents=True, exist_ok=True)
     bpe = ByteLevelBPETokenizer()
     bpe.train_from_iterator(["given a user prompt generate an enhanced prompt red circle on blue background cat"],
                             vocab_size=300, min_frequency=1, special_tokens=["<|endoftext|>"])
@@ -57,7 +58,9 @@ def tiny_qwen2(folder):
         merges = [tuple(line.split()) for line in (folder / "merges.txt").read_text().splitlines()[1:] if line]
         tokenizer = transformers.Qwen2Tokenizer(vocab=bpe.get_vocab(), merges=merges)
     else:
-        tokenizer = transformers.Qwen2Tokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"))
+        tokenizer = transformers.Qwen2TokenizerFast(vocab_file=str(folder / "vocab.json"),
+                                                    merges_file=str(folder / "merges.txt"), pad_token="<|endoftext|>",
+                                                    eos_token="<|endoftext|>", unk_token=None)
     tokenizer.save_pretrained(folder)
     config = transformers.Qwen2Config(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64,
                                       num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2)
