@@ -13,7 +13,7 @@ Everything else (models, samplers, cache, quantizer) is a component this file ca
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import torch
@@ -113,11 +113,10 @@ class HARTPipeline:
         """
         prompts = check_prompts(prompts)
         seeds = rng.resolve_seeds(seed, len(prompts))
-        defaults = self.config.sampling
-        cfg, top_ks, top_p, temperature = sampling_settings(
-            {"cfg": defaults.cfg, "top_k": defaults.top_k, "top_p": defaults.top_p, "temperature": defaults.temperature},
-            self.config.num_scales, cfg, top_k, top_p, temperature)
-        gumbel = defaults.gumbel if gumbel is None else bool(gumbel)
+        defaults = asdict(self.config.sampling)
+        cfg, top_ks, top_p, temperature = sampling_settings(defaults, self.config.num_scales, cfg, top_k, top_p,
+                                                            temperature)
+        gumbel = defaults["gumbel"] if gumbel is None else bool(gumbel)
         model, schedule, batch = self.model, self.schedule, len(prompts)
         transformer, quantizer = model.transformer, model.tokenizer.quantizer
         last = schedule.num_scales - 1

@@ -96,6 +96,12 @@ class MultiScaleQuantizer(nn.Module):
         distances.addmm_(z, weight.T, alpha=-2, beta=1)
         return distances.argmin(dim=1)
 
+    def unused_phis(self) -> list[nn.Module]:
+        """Φ convs that no scale picks (e.g. with few scales); training freezes them, as DDP requires
+        every trainable parameter to receive a gradient. They stay in the state dict for key parity."""
+        used = {self.schedule.phi_index(si, len(self.phis)) for si in range(len(self.patch_nums))}
+        return [phi for index, phi in enumerate(self.phis) if index not in used]
+
     def scale_contribution(self, scale_index: int, codes: torch.Tensor) -> torch.Tensor:
         """What scale si adds to f_hat: codes [B, C, n, n] -> [B, C, N, N] (bicubic up + Φ; last: as is)."""
         phi = self.schedule.phi_index(scale_index, len(self.phis))

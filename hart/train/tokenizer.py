@@ -69,10 +69,15 @@ def pixel_weights(images: torch.Tensor) -> torch.Tensor:
 
 
 def reconstruction_loss(reconstruction: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
-    """Foreground-weighted MSE + L1 between the decoder output and the image, both in [-1, 1]."""
-    weights = pixel_weights(images)
-    error = reconstruction - (images * 2 - 1)
-    return ((error.pow(2) + error.abs()) * weights).mean() / weights.mean()
+    """Foreground-weighted MSE + L1 between the decoder output and the image, both in [-1, 1].
+
+    Normalised per image, so the mean over a batch does not depend on how the batch is split across
+    DDP processes (one process per half of a batch gives the gradients of the whole batch)."""
+    weights = pixel_weights(images)  # [B, 1, H, W]
+    difference = reconstruction - (images * 2 - 1)
+    error = difference.pow(2) + difference.abs()
+    per_image = (error * weights).flatten(1).mean(1) / weights.flatten(1).mean(1)  # [B]
+    return per_image.mean()
 
 
 def psnr(reconstruction: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
@@ -153,7 +158,7 @@ def _train(config, settings, out, process, resume, stage, init, beta, hybrid_pro
         config, loaded = load_tokenizer(init)
         tokenizer.load_state_dict(loaded.state_dict())
     frozen = {"autoencoder": [tokenizer.quantizer], "hybrid": [tokenizer.encoder, tokenizer.quant_conv],
-              "joint": []}[stage]
+              "joint": []}[stage] + tokenizer.quantizer.unused_phis()
     for module in frozen:
         module.requires_grad_(False)
     trainable = [p for p in tokenizer.parameters() if p.requires_grad]

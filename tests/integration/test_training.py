@@ -13,9 +13,10 @@ from hart.config import (TINY_VOCAB, HARTConfig, ResidualHeadConfig, SamplingCon
                          TokenizerConfig, TransformerConfig)
 from hart.pipeline import HARTPipeline
 from hart.checkpoints import load_model
-from hart.train.common import TrainSettings
+from hart.train.common import SceneImages, TrainSettings, seed_everything
 from hart.train.generator import train_generator
-from hart.train.tokenizer import train_tokenizer
+from hart.tokenizer.hybrid import HybridTokenizer
+from hart.train.tokenizer import load_tokenizer, psnr, train_tokenizer
 
 pytestmark = pytest.mark.slow
 
@@ -34,24 +35,45 @@ def records(folder) -> list[dict]:
     return [json.loads(line) for line in (folder / "log.jsonl").read_text().splitlines()]
 
 
+HELD_OUT = torch.stack([SceneImages("heldout", 0, 64)[i][0] for i in range(16)])  # [16, 3, 64, 64]
+
+
+def held_out_psnr(tokenizer: HybridTokenizer) -> tuple[float, float]:
+    """Mean PSNR (dB) of the discrete-only and the hybrid reconstructions of 16 held-out scenes."""
+    with torch.no_grad():
+        tokens = tokenizer.eval().encode(HELD_OUT)
+        return tuple(psnr(tokenizer.decode(tokens, discrete_only=only) * 2 - 1, HELD_OUT).mean().item()
+                     for only in (True, False))
+
+
 @pytest.fixture(scope="module")
 def tokenizer_run(tmp_path_factory):
+    """The shipped recipe in miniature: an autoencoder stage, then the hybrid (quantizer) stage."""
     out = tmp_path_factory.mktemp("tokenizer")
-    settings = TrainSettings(steps=40, batch_size=8, lr=2e-3, warmup_steps=5, log_every=5, checkpoint_every=20)
-    model_dir = train_tokenizer(SMALL, settings, out, device="cpu")
-    return out, model_dir
+    settings = TrainSettings(steps=60, batch_size=8, lr=1e-3, warmup_steps=5, log_every=5, checkpoint_every=30)
+    autoencoder = train_tokenizer(SMALL, settings, out / "autoencoder", device="cpu", stage="autoencoder")
+    hybrid_settings = TrainSettings(**{**settings.__dict__, "steps": 30})
+    model_dir = train_tokenizer(SMALL, hybrid_settings, out / "hybrid", device="cpu", stage="hybrid", init=autoencoder)
+    return out, autoencoder, model_dir
 
 
-def test_tokenizer_training_reduces_its_losses(tokenizer_run):
-    out, model_dir = tokenizer_run
-    log = records(out)
-    assert log[-1]["reconstruction"] < 0.7 * log[0]["reconstruction"]
-    assert log[-1]["psnr_hybrid"] > log[0]["psnr_hybrid"] + 3
+def test_tokenizer_training_improves_held_out_reconstructions(tokenizer_run):
+    out, autoencoder_dir, model_dir = tokenizer_run
+    seed_everything(0)
+    _, initial = held_out_psnr(HybridTokenizer(SMALL))  # the initialisation the run started from
+    _, autoencoded = held_out_psnr(load_tokenizer(autoencoder_dir)[1])
+    discrete, hybrid = held_out_psnr(load_tokenizer(model_dir)[1])
+    # measured: 10.3 dB at initialisation, 12.8 dB after the autoencoder stage, 13.5 / 13.6 dB after
+    # the hybrid stage (discrete / hybrid); the shipped model's long runs reach 31.3 / 33.5 dB
+    assert autoencoded > initial + 1.5, (initial, autoencoded)
+    assert hybrid > initial + 2.5, (initial, hybrid)
+    assert hybrid >= discrete, (discrete, hybrid)  # the residual only adds what the codes miss
+    assert len(records(out / "hybrid")) == 6 and records(out / "hybrid")[-1]["psnr_discrete"] is not None
     assert sorted(p.name for p in model_dir.iterdir()) == ["config.json", "tokenizer.safetensors"]
 
 
 def test_generator_training_reduces_both_losses_and_writes_a_model(tokenizer_run, tmp_path):
-    _, tokenizer_dir = tokenizer_run
+    _, _, tokenizer_dir = tokenizer_run
     settings = TrainSettings(steps=40, batch_size=8, lr=3e-3, warmup_steps=5, log_every=5, checkpoint_every=20)
     model_dir = train_generator(tokenizer_dir, settings, tmp_path / "generator", device="cpu")
     log = records(tmp_path / "generator")
@@ -91,7 +113,11 @@ def test_two_ddp_processes_equal_one(tmp_path):
     assert ddp.returncode == 0, ddp.stderr
     one = load_file(tmp_path / "one" / "model" / "tokenizer.safetensors")
     two = load_file(tmp_path / "two" / "model" / "tokenizer.safetensors")
-    initial = HARTConfig.from_json_file(config_file)  # the weights moved away from their initialisation
+    initial = HARTConfig.from_json_file(config_file)  # the preset file round-trips unchanged
     assert initial == SMALL
-    assert all(torch.allclose(one[k], two[k], atol=1e-5) for k in one), \
-        max((one[k] - two[k]).abs().max().item() for k in one)
+    # Adam's first steps move every weight by about lr whatever its gradient, so a gradient within
+    # float rounding of zero may move a few weights apart (measured: 3 of 1.1M by more than 1e-5, at
+    # most 9e-5); a wrong reduction (no averaging, same data on both ranks) moves nearly all by ~lr
+    difference = torch.cat([(one[k] - two[k]).abs().flatten() for k in one])
+    assert difference.max() < 0.3 * 1e-3, difference.max()
+    assert (difference > 1e-5).float().mean() < 1e-4, (difference > 1e-5).sum()
