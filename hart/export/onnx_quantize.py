@@ -113,8 +113,14 @@ def quantize_int4(source: Path, target: Path, block_size: int = 128, algorithm: 
     quantizer = MatMulNBitsQuantizer(model, bits=4, block_size=block_size, is_symmetric=True, accuracy_level=4,
                                      nodes_to_exclude=sensitive, algo_config=config)
     quantizer.process()
+    quantized = quantizer.model.model
+    # the quantizer declares the com.microsoft domain of MatMulNBits only on its in-memory path for
+    # small models; past 2 GB it leaves it out and shape inference (in the int8 pass) then fails
+    if not any(o.domain == "com.microsoft" for o in quantized.opset_import):
+        quantized.opset_import.append(helper.make_opsetid("com.microsoft", 1))
+    del quantized.graph.value_info[:]  # shapes recorded before quantization; the int8 pass infers them anew
     staged = target.with_suffix(".int4.onnx")
-    _save(quantizer.model.model, staged)
+    _save(quantized, staged)
     try:
         quantize_int8(staged, target)  # only the remaining float MatMuls: the sensitive layers
     finally:
@@ -144,7 +150,24 @@ def quantize_qdq(source: Path, target: Path, calibration: list[dict[str, np.ndar
         Path(f"{staged}.data").unlink(missing_ok=True)
 
 
+def _without_repeated_nodes(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Drop nodes that repeat an earlier node exactly (same op, name, inputs and outputs).
+
+    The fp16 converter inserts one float32 Cast per consumer of a constant kept in float32 (the
+    exporter shares one Resize `scales` constant among every upsampling), all with one name and one
+    output; onnxruntime refuses such a graph, and the copies compute the same value."""
+    seen, kept = set(), []
+    for node in model.graph.node:
+        key = (node.op_type, node.name, tuple(node.input), tuple(node.output))
+        if key not in seen:
+            seen.add(key)
+            kept.append(node)
+    del model.graph.node[:]
+    model.graph.node.extend(kept)
+    return model
+
+
 def convert_fp16(source: Path, target: Path) -> None:
     from onnxruntime.transformers.float16 import convert_float_to_float16
 
-    _save(convert_float_to_float16(onnx.load(str(source)), keep_io_types=True), target)
+    _save(_without_repeated_nodes(convert_float_to_float16(onnx.load(str(source)), keep_io_types=True)), target)

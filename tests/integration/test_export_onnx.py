@@ -71,7 +71,8 @@ def test_manifest_describes_every_graph(export):
 @pytest.mark.parametrize("damage, message", [
     (lambda folder: (folder / "step.onnx").write_bytes((folder / "step.onnx").read_bytes()[:1000]), "truncated"),
     (lambda folder: (folder / "decoder.onnx").unlink(), "decoder.onnx is missing"),
-    (lambda folder: _swap(folder / "update_0.onnx", folder / "update_1.onnx"), "does not match its sha256"),
+    (lambda folder: _swap(folder / "update_0.onnx", folder / "update_1.onnx"), "truncated or was replaced"),
+    (lambda folder: _flip_last_byte(folder / "decoder.onnx"), "does not match its sha256"),
 ])
 def test_damaged_folders_are_refused_before_onnxruntime(export, tmp_path, monkeypatch, damage, message):
     folder = tmp_path / "copy"
@@ -82,6 +83,12 @@ def test_damaged_folders_are_refused_before_onnxruntime(export, tmp_path, monkey
     monkeypatch.setattr(onnxruntime, "InferenceSession", lambda *a, **k: pytest.fail("a session was opened"))
     with pytest.raises(CheckpointError, match=message):
         OnnxPipeline(folder)
+
+
+def _flip_last_byte(path):
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0xFF
+    path.write_bytes(bytes(data))
 
 
 def _swap(a, b):
