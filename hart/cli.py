@@ -87,6 +87,8 @@ def _build_parser() -> argparse.ArgumentParser:
                                       help="the tokenizer run's model folder (OUT/model of `hart train tokenizer`)")
             stage_parser.add_argument("--latent-scale", type=float,
                                       help="residual_head.latent_scale (HART 0.6): the residual range the head covers")
+            stage_parser.add_argument("--init", metavar="DIR",
+                                      help="model folder to fine-tune (its text encoder, transformer, residual head)")
         if stage == "tokenizer":
             stage_parser.add_argument("--stage", dest="tokenizer_stage", default="joint",
                                       choices=("autoencoder", "hybrid", "joint"),
@@ -262,7 +264,8 @@ def _train(args: argparse.Namespace) -> None:
     elif args.stage == "generator":
         from hart.train.generator import train_generator
 
-        result = train_generator(args.tokenizer, settings, args.out, args.device, args.resume, args.latent_scale)
+        result = train_generator(args.tokenizer, settings, args.out, args.device, args.resume, args.latent_scale,
+                                 args.init)
     else:
         from hart.eval.classifier import train_classifier
 

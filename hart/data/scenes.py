@@ -20,8 +20,10 @@ COLORS: dict[str, tuple[int, int, int]] = {
     "red": (214, 39, 40), "green": (44, 160, 44), "blue": (31, 90, 220), "yellow": (240, 210, 30),
     "orange": (255, 127, 14), "purple": (148, 58, 189), "white": (245, 245, 245), "black": (20, 20, 20),
 }
+# A background named after an object color is that color ("a red circle on a blue background").
 BACKGROUNDS: dict[str, tuple[int, int, int]] = {
     "gray": (128, 128, 128), "white": (245, 245, 245), "black": (20, 20, 20), "beige": (225, 205, 160),
+    "blue": COLORS["blue"], "green": COLORS["green"], "red": COLORS["red"],
 }
 SHAPES = ("circle", "square", "triangle", "star", "diamond", "cross")
 SIZES = {"small": 13, "large": 24}  # radius in pixels at 128 px

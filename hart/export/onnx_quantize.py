@@ -33,30 +33,37 @@ def module_of(node: onnx.NodeProto) -> str:
 
 
 def gemm_to_matmul(model: onnx.ModelProto) -> onnx.ModelProto:
-    """Rewrite Gemm(A, W, b, transB=1) with constant W, b as MatMul(A, W^T) + b (same module metadata)."""
+    """Rewrite Gemm(A, W[, b]) with constant W (and b) as MatMul(A, W^T) [+ b], same module metadata.
+
+    Done here rather than by onnxruntime's quantizer, which transposes W in place assuming one user:
+    the residual sampler's 8 unrolled steps share every weight, and a bias-free Gemm (the exporter
+    drops zero biases) would otherwise be left to it."""
     initializers = {i.name: i for i in model.graph.initializer}
-    nodes = []
+    nodes, transposed_weights = [], set()
     for node in model.graph.node:
         attributes = {a.name: helper.get_attribute_value(a) for a in node.attribute}
-        rewritable = (node.op_type == "Gemm" and len(node.input) == 3 and node.input[1] in initializers
-                      and node.input[2] in initializers and attributes.get("transA", 0) == 0
+        biased = len(node.input) == 3 and node.input[2] != ""
+        rewritable = (node.op_type == "Gemm" and node.input[1] in initializers
+                      and (not biased or node.input[2] in initializers) and attributes.get("transA", 0) == 0
                       and attributes.get("alpha", 1.0) == 1.0 and attributes.get("beta", 1.0) == 1.0)
         if not rewritable:
             nodes.append(node)
             continue
-        weight = numpy_helper.to_array(initializers[node.input[1]])
-        if attributes.get("transB", 0):
-            weight = weight.T
-        transposed = f"{node.input[1]}__matmul"
-        model.graph.initializer.append(numpy_helper.from_array(np.ascontiguousarray(weight), transposed))
-        product = f"{node.output[0]}__matmul"
-        matmul = helper.make_node("MatMul", [node.input[0], transposed], [product], name=f"{node.name}__matmul")
-        add = helper.make_node("Add", [product, node.input[2]], [node.output[0]], name=f"{node.name}__bias")
-        for new in (matmul, add):
-            new.metadata_props.extend(node.metadata_props)
-        nodes += [matmul, add]
+        transposed = f"{node.input[1]}__matmul" if attributes.get("transB", 0) else node.input[1]
+        if attributes.get("transB", 0) and transposed not in transposed_weights:
+            weight = numpy_helper.to_array(initializers[node.input[1]]).T
+            model.graph.initializer.append(numpy_helper.from_array(np.ascontiguousarray(weight), transposed))
+            transposed_weights.add(transposed)
+        product = f"{node.output[0]}__matmul" if biased else node.output[0]
+        new = [helper.make_node("MatMul", [node.input[0], transposed], [product], name=f"{node.name}__matmul")]
+        if biased:
+            new.append(helper.make_node("Add", [product, node.input[2]], [node.output[0]], name=f"{node.name}__bias"))
+        for rewritten in new:
+            rewritten.metadata_props.extend(node.metadata_props)
+        nodes += new
     del model.graph.node[:]
     model.graph.node.extend(nodes)
+    del model.graph.value_info[:]  # recorded by the exporter; the quantizers infer shapes anew
     used = {name for node in model.graph.node for name in node.input}
     kept = [i for i in model.graph.initializer if i.name in used]
     del model.graph.initializer[:]
@@ -118,7 +125,6 @@ def quantize_int4(source: Path, target: Path, block_size: int = 128, algorithm: 
     # small models; past 2 GB it leaves it out and shape inference (in the int8 pass) then fails
     if not any(o.domain == "com.microsoft" for o in quantized.opset_import):
         quantized.opset_import.append(helper.make_opsetid("com.microsoft", 1))
-    del quantized.graph.value_info[:]  # shapes recorded before quantization; the int8 pass infers them anew
     staged = target.with_suffix(".int4.onnx")
     _save(quantized, staged)
     try:

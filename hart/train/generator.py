@@ -18,7 +18,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 
-from hart.checkpoints.io import CONFIG_FILE, load_strict, read_safetensors, save_model, weights_file
+from hart.checkpoints.io import check_state_dict, read_safetensors, save_model, weights_file
 from hart.components import assemble, build_networks
 from hart.config import HARTConfig
 from hart.errors import HartError
@@ -102,17 +102,32 @@ def _random_choices(generator: torch.Generator, batch: int, tokens: int, config:
     }
 
 
+TRAINED = ("text_encoder", "transformer", "residual_head")
+
+
 def train_generator(tokenizer_dir: str | Path, settings: TrainSettings, out: str | Path, device: str = "auto",
-                    resume: bool = False, latent_scale: float | None = None) -> Path:
-    """Train on the tokenizer in `tokenizer_dir`; `latent_scale` overrides residual_head.latent_scale."""
+                    resume: bool = False, latent_scale: float | None = None, init: str | Path | None = None) -> Path:
+    """Train on the tokenizer in `tokenizer_dir`; `latent_scale` overrides residual_head.latent_scale.
+
+    `init`: a model folder whose text encoder, transformer and residual head this run starts from
+    (fine-tuning after the data or the tokenizer changed) instead of a fresh initialisation."""
     process = start_process(device)
     try:
-        return _train(tokenizer_dir, settings, Path(out), process, resume, latent_scale)
+        return _train(tokenizer_dir, settings, Path(out), process, resume, latent_scale, init)
     finally:
         end_process()
 
 
-def _train(tokenizer_dir, settings, out, process, resume, latent_scale) -> Path:
+def _load_initial_weights(trained: nn.ModuleDict, init: str | Path) -> None:
+    for name in TRAINED:
+        path = Path(init) / weights_file(name)
+        state = read_safetensors(path)
+        check_state_dict(trained[name], state, str(path))
+        trained[name].load_state_dict(state)
+    log.info("generator initialised from %s", init)
+
+
+def _train(tokenizer_dir, settings, out, process, resume, latent_scale, init) -> Path:
     config, tokenizer = load_tokenizer(tokenizer_dir)
     if latent_scale is not None:
         config = config.replace(residual_head=dataclasses.replace(config.residual_head, latent_scale=latent_scale))
@@ -124,7 +139,9 @@ def _train(tokenizer_dir, settings, out, process, resume, latent_scale) -> Path:
     initialize_transformer(networks["transformer"])
     tokenizer = tokenizer.to(process.device).eval().requires_grad_(False)
     networks["tokenizer"] = tokenizer
-    trained = nn.ModuleDict({k: networks[k] for k in ("text_encoder", "transformer", "residual_head")}).to(process.device)
+    trained = nn.ModuleDict({k: networks[k] for k in TRAINED}).to(process.device)
+    if init is not None:
+        _load_initial_weights(trained, init)
     optimizer = torch.optim.AdamW(trained.parameters(), lr=settings.lr, betas=(0.9, 0.95),
                                   weight_decay=settings.weight_decay)
     state = folder.load()

@@ -85,6 +85,16 @@ def test_generator_training_reduces_both_losses_and_writes_a_model(tokenizer_run
     images = HARTPipeline(model, "cpu").generate(["a red circle on the left"], seed=1).images
     assert images.shape == (1, 3, 64, 64)
 
+    # --init fine-tunes that model: with a negligible learning rate every trained weight comes back
+    # (a fresh initialisation, or a component left out, would differ by ~1e-2)
+    frozen = TrainSettings(**{**settings.__dict__, "steps": 2, "lr": 1e-30, "warmup_steps": 0})
+    again = train_generator(tokenizer_dir, frozen, tmp_path / "finetune", device="cpu", init=model_dir)
+    for component in ("text_encoder", "transformer", "residual_head"):
+        a, b = (load_file(d / f"{component}.safetensors") for d in (model_dir, again))
+        assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], rtol=0, atol=1e-12) for k in a), component
+    with pytest.raises(Exception, match="text_encoder.safetensors is missing"):
+        train_generator(tokenizer_dir, frozen, tmp_path / "wrong", device="cpu", init=tokenizer_dir)
+
 
 def test_resuming_continues_exactly(tmp_path):
     settings = TrainSettings(steps=6, batch_size=4, lr=1e-3, warmup_steps=2, log_every=3, checkpoint_every=3)

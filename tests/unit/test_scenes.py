@@ -31,6 +31,12 @@ def test_captions_name_every_attribute_they_claim_and_only_known_words():
             assert scene.background in caption.split()
 
 
+def test_every_background_occurs_and_never_hides_an_object():
+    scenes = [make_scene(i) for i in range(400)]
+    assert {scene.background for scene in scenes} == set(BACKGROUNDS)  # "blue background" is trained
+    assert all(BACKGROUNDS[s.background] != COLORS[o.color] for s in scenes for o in s.objects)
+
+
 def test_held_out_pairs_never_appear_in_training():
     for i in range(3000):
         for obj in make_scene(i, "train").objects:
