@@ -94,6 +94,8 @@ def _build_parser() -> argparse.ArgumentParser:
                                       choices=("autoencoder", "hybrid", "joint"),
                                       help="autoencoder, then hybrid (encoder frozen); or joint from scratch")
             stage_parser.add_argument("--init", metavar="DIR", help="model folder of the previous stage (hybrid)")
+            stage_parser.add_argument("--keep-codebook", action="store_true",
+                                      help="hybrid stage: keep the --init tokenizer's codebook (fine-tuning)")
 
     evaluation = commands.add_parser("eval", help="prompt adherence and HART's ablations on held-out prompts")
     evaluation.add_argument("--model", default="tiny", help="preset name or model folder (default tiny)")
@@ -260,7 +262,8 @@ def _train(args: argparse.Namespace) -> None:
         from hart.train.tokenizer import train_tokenizer
 
         config = HARTConfig.from_json_file(args.preset) if args.preset.endswith(".json") else preset(args.preset)
-        result = train_tokenizer(config, settings, args.out, args.device, args.resume, args.tokenizer_stage, args.init)
+        result = train_tokenizer(config, settings, args.out, args.device, args.resume, args.tokenizer_stage, args.init,
+                                 keep_codebook=args.keep_codebook)
     elif args.stage == "generator":
         from hart.train.generator import train_generator
 

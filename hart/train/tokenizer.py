@@ -125,8 +125,11 @@ def _restart_dead_codes(tokenizer: HybridTokenizer, usage: torch.Tensor, f: torc
 
 def train_tokenizer(config: HARTConfig, settings: TrainSettings, out: str | Path, device: str = "auto",
                     resume: bool = False, stage: str = "joint", init: str | Path | None = None, beta: float = 0.25,
-                    hybrid_prob: float = 0.5, restart_every: int = 100) -> Path:
-    """Train one stage; `init` is the model folder of the previous stage (required for "hybrid")."""
+                    hybrid_prob: float = 0.5, restart_every: int = 100, keep_codebook: bool = False) -> Path:
+    """Train one stage; `init` is the model folder of the previous stage (required for "hybrid").
+
+    The hybrid stage starts its codebook on latent vectors, unless `keep_codebook`: fine-tuning a
+    trained tokenizer on new data keeps its codes, so a generator trained on them stays close."""
     if stage not in STAGES:
         raise HartError(f"unknown tokenizer stage {stage!r}; choose from {', '.join(STAGES)}")
     if stage == "hybrid" and init is None:
@@ -134,7 +137,8 @@ def train_tokenizer(config: HARTConfig, settings: TrainSettings, out: str | Path
                         "autoencoder stage")
     process = start_process(device)
     try:
-        return _train(config, settings, Path(out), process, resume, stage, init, beta, hybrid_prob, restart_every)
+        return _train(config, settings, Path(out), process, resume, stage, init, beta, hybrid_prob, restart_every,
+                      keep_codebook)
     finally:
         end_process()
 
@@ -150,7 +154,8 @@ def _initial_codebook(tokenizer: HybridTokenizer, images: torch.Tensor, generato
         quantizer.codebook.weight.copy_(vectors[rows.to(vectors.device)])
 
 
-def _train(config, settings, out, process, resume, stage, init, beta, hybrid_prob, restart_every) -> Path:
+def _train(config, settings, out, process, resume, stage, init, beta, hybrid_prob, restart_every,
+           keep_codebook) -> Path:
     folder = RunFolder(out, process)
     generator = seed_everything(settings.seed)
     tokenizer = HybridTokenizer(config).to(process.device)
@@ -186,7 +191,7 @@ def _train(config, settings, out, process, resume, stage, init, beta, hybrid_pro
                                                               config.image_size), start=first_step):
         lr = set_learning_rate(optimizer, step, settings)
         images = images.to(process.device)
-        if stage == "hybrid" and step == 0:
+        if stage == "hybrid" and step == 0 and not keep_codebook:
             _initial_codebook(tokenizer, images, generator)
         hybrid = process.own_part(torch.rand(settings.batch_size, generator=generator) < hybrid_prob)
         if stage == "autoencoder":

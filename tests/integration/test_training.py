@@ -72,6 +72,19 @@ def test_tokenizer_training_improves_held_out_reconstructions(tokenizer_run):
     assert sorted(p.name for p in model_dir.iterdir()) == ["config.json", "tokenizer.safetensors"]
 
 
+def test_hybrid_stage_can_keep_a_trained_codebook(tokenizer_run, tmp_path):
+    """Fine-tuning on new data keeps the codes a generator was trained on; a fresh hybrid stage
+    starts its codebook on latent vectors instead."""
+    _, _, model_dir = tokenizer_run
+    settings = TrainSettings(steps=1, batch_size=4, lr=1e-30, warmup_steps=0, log_every=1, checkpoint_every=1)
+    trained = load_file(model_dir / "tokenizer.safetensors")["quantizer.codebook.weight"]
+    for keep in (True, False):
+        out = train_tokenizer(SMALL, settings, tmp_path / str(keep), device="cpu", stage="hybrid", init=model_dir,
+                              keep_codebook=keep)
+        codebook = load_file(out / "tokenizer.safetensors")["quantizer.codebook.weight"]
+        assert torch.allclose(codebook, trained, rtol=0, atol=1e-12) == keep
+
+
 def test_generator_training_reduces_both_losses_and_writes_a_model(tokenizer_run, tmp_path):
     _, _, tokenizer_dir = tokenizer_run
     settings = TrainSettings(steps=40, batch_size=8, lr=3e-3, warmup_steps=5, log_every=5, checkpoint_every=20)
