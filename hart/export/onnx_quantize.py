@@ -84,8 +84,13 @@ def _bytes(path: Path) -> int:
     return sum(p.stat().st_size for p in (path, Path(f"{path}.data"), Path(f"{path}_data")) if p.exists())
 
 
+def _weight_bytes(model: onnx.ModelProto) -> int:
+    """The initializers' bytes (ByteSize() itself fails on a proto past 2 GB)."""
+    return sum(len(t.raw_data) if t.HasField("raw_data") else t.ByteSize() for t in model.graph.initializer)
+
+
 def _save(model: onnx.ModelProto, path: Path) -> None:
-    large = model.ByteSize() > LARGE
+    large = _weight_bytes(model) > LARGE
     onnx.save_model(model, str(path), save_as_external_data=large, location=f"{path.name}.data" if large else None)
 
 
