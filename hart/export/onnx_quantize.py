@@ -39,7 +39,7 @@ def gemm_to_matmul(model: onnx.ModelProto) -> onnx.ModelProto:
     the residual sampler's 8 unrolled steps share every weight, and a bias-free Gemm (the exporter
     drops zero biases) would otherwise be left to it."""
     initializers = {i.name: i for i in model.graph.initializer}
-    nodes, transposed_weights = [], set()
+    nodes = []
     for node in model.graph.node:
         attributes = {a.name: helper.get_attribute_value(a) for a in node.attribute}
         biased = len(node.input) == 3 and node.input[2] != ""
@@ -50,10 +50,10 @@ def gemm_to_matmul(model: onnx.ModelProto) -> onnx.ModelProto:
             nodes.append(node)
             continue
         transposed = f"{node.input[1]}__matmul" if attributes.get("transB", 0) else node.input[1]
-        if attributes.get("transB", 0) and transposed not in transposed_weights:
+        if transposed not in initializers:  # once per weight, however many Gemms share it
             weight = numpy_helper.to_array(initializers[node.input[1]]).T
-            model.graph.initializer.append(numpy_helper.from_array(np.ascontiguousarray(weight), transposed))
-            transposed_weights.add(transposed)
+            initializers[transposed] = numpy_helper.from_array(np.ascontiguousarray(weight), transposed)
+            model.graph.initializer.append(initializers[transposed])
         product = f"{node.output[0]}__matmul" if biased else node.output[0]
         new = [helper.make_node("MatMul", [node.input[0], transposed], [product], name=f"{node.name}__matmul")]
         if biased:

@@ -1,5 +1,6 @@
 """Training: losses go down, runs resume exactly, and two DDP processes equal one."""
 
+import functools
 import json
 import os
 import subprocess
@@ -35,14 +36,17 @@ def records(folder) -> list[dict]:
     return [json.loads(line) for line in (folder / "log.jsonl").read_text().splitlines()]
 
 
-HELD_OUT = torch.stack([SceneImages("heldout", 0, 64)[i][0] for i in range(16)])  # [16, 3, 64, 64]
+@functools.cache
+def held_out_images() -> torch.Tensor:
+    return torch.stack([SceneImages("heldout", 0, 64)[i][0] for i in range(16)])  # [16, 3, 64, 64]
 
 
 def held_out_psnr(tokenizer: HybridTokenizer) -> tuple[float, float]:
     """Mean PSNR (dB) of the discrete-only and the hybrid reconstructions of 16 held-out scenes."""
+    images = held_out_images()
     with torch.no_grad():
-        tokens = tokenizer.eval().encode(HELD_OUT)
-        return tuple(psnr(tokenizer.decode(tokens, discrete_only=only) * 2 - 1, HELD_OUT).mean().item()
+        tokens = tokenizer.eval().encode(images)
+        return tuple(psnr(tokenizer.decode(tokens, discrete_only=only) * 2 - 1, images).mean().item()
                      for only in (True, False))
 
 
