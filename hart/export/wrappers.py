@@ -13,6 +13,8 @@ Graphs of one export (B prompts, R = 2B guided rows, T text tokens, L new tokens
     decoder       f_hat [B, C_vae, N, N]                          -> image [B, 3, H, W] in [0, 1]
 """
 
+import copy
+
 import torch
 import torch.nn as nn
 
@@ -21,6 +23,21 @@ from hart.sampling import ResidualSampler
 from hart.text.words import WordTextEncoder
 from hart.tokenizer import HybridTokenizer
 from hart.tokenizer.quantizer import tokens_to_grid
+
+
+def holding(module: nn.Module, *children: str) -> nn.Module:
+    """A shallow copy of `module` that holds only the named child modules (same weights, same names).
+
+    torch.export lifts every parameter of the module it is given into the graph, and coremltools turns
+    each one into a constant before dropping the unused ones: a small graph holding the whole 0.7B
+    transformer converted 2.8 GB of weights it never reads, and ran out of memory on a 24 GB machine.
+    """
+    view = copy.copy(module)
+    view._modules = {name: module._modules[name] for name in children if name in module._modules}  # a new dict
+    return view
+
+
+TRANSFORMER_EMBEDDINGS = ("latent_in", "context_norm", "context_in", "level_embed", "residual_norm")
 
 
 class ConcatCache:
@@ -49,7 +66,7 @@ class TextEncoderGraph(nn.Module):
 class ConditionGraph(nn.Module):
     def __init__(self, transformer: HARTTransformer):
         super().__init__()
-        self.transformer = transformer
+        self.transformer = holding(transformer, *TRANSFORMER_EMBEDDINGS)
 
     def forward(self, hidden: torch.Tensor, mask: torch.Tensor):
         tokens, condition = self.transformer.embed_context(hidden, mask)
@@ -74,7 +91,8 @@ class UpdateGraph(nn.Module):
 
     def __init__(self, tokenizer: HybridTokenizer, transformer: HARTTransformer, scale_index: int):
         super().__init__()
-        self.quantizer, self.transformer, self.scale_index = tokenizer.quantizer, transformer, scale_index
+        self.quantizer, self.scale_index = tokenizer.quantizer, scale_index
+        self.transformer = holding(transformer, *TRANSFORMER_EMBEDDINGS)
 
     def forward(self, f_hat: torch.Tensor, ids: torch.Tensor):
         codes = tokens_to_grid(self.quantizer.codebook(ids))
@@ -101,7 +119,8 @@ class ResidualGraph(nn.Module):
     def __init__(self, tokenizer: HybridTokenizer, transformer: HARTTransformer, head: ResidualHead,
                  sampler: ResidualSampler):
         super().__init__()
-        self.quantizer, self.transformer, self.head, self.sampler = tokenizer.quantizer, transformer, head, sampler
+        self.quantizer, self.head, self.sampler = tokenizer.quantizer, head, sampler
+        self.transformer = holding(transformer, *TRANSFORMER_EMBEDDINGS)
 
     def forward(self, hidden, ids, noise, guidance):
         codes = self.quantizer.codebook(ids)
@@ -113,7 +132,7 @@ class ResidualGraph(nn.Module):
 class DecoderGraph(nn.Module):
     def __init__(self, tokenizer: HybridTokenizer):
         super().__init__()
-        self.tokenizer = tokenizer
+        self.tokenizer = holding(tokenizer, "post_quant_conv", "decoder")
 
     def forward(self, f_hat: torch.Tensor) -> torch.Tensor:
         return self.tokenizer.decode_latent(f_hat)
