@@ -91,9 +91,12 @@ def _build_parser() -> argparse.ArgumentParser:
                                       help="model folder to fine-tune (its text encoder, transformer, residual head)")
         if stage == "tokenizer":
             stage_parser.add_argument("--stage", dest="tokenizer_stage", default="joint",
-                                      choices=("autoencoder", "hybrid", "joint"),
-                                      help="autoencoder, then hybrid (encoder frozen); or joint from scratch")
-            stage_parser.add_argument("--init", metavar="DIR", help="model folder of the previous stage (hybrid)")
+                                      choices=("autoencoder", "hybrid", "joint", "decoder"),
+                                      help="autoencoder, then hybrid (encoder frozen); or joint from scratch; "
+                                           "decoder: only the decoder trains, so codes and residuals (and a "
+                                           "generator trained on them) stay as they are")
+            stage_parser.add_argument("--init", metavar="DIR",
+                                      help="model folder of the previous stage (hybrid, decoder)")
             stage_parser.add_argument("--keep-codebook", action="store_true",
                                       help="hybrid stage: keep the --init tokenizer's codebook (fine-tuning)")
 

@@ -32,7 +32,10 @@ KIND = "tokenizer"
 MODEL_DIR = "model"
 
 
-STAGES = ("autoencoder", "hybrid", "joint")
+STAGES = ("autoencoder", "hybrid", "joint", "decoder")
+# "decoder" trains the decoder alone: the codes and residuals a generator learned stay exactly the same,
+# so the tokenizer can still be improved after its generator is trained
+STAGE_NEEDS_INIT = ("hybrid", "decoder")
 LATENT_L2 = 1e-3  # autoencoder stage: keeps the continuous latent (and so the residual) of moderate scale
 
 
@@ -129,12 +132,14 @@ def train_tokenizer(config: HARTConfig, settings: TrainSettings, out: str | Path
     """Train one stage; `init` is the model folder of the previous stage (required for "hybrid").
 
     The hybrid stage starts its codebook on latent vectors, unless `keep_codebook`: fine-tuning a
-    trained tokenizer on new data keeps its codes, so a generator trained on them stays close."""
+    trained tokenizer on new data keeps its codes, so a generator trained on them stays close. The
+    decoder stage freezes encoder and quantizer (no codebook restarts either): a generator trained
+    on `init` stays valid for the result."""
     if stage not in STAGES:
         raise HartError(f"unknown tokenizer stage {stage!r}; choose from {', '.join(STAGES)}")
-    if stage == "hybrid" and init is None:
-        raise HartError("the hybrid stage starts from a trained autoencoder: pass --init OUT/model of the "
-                        "autoencoder stage")
+    if stage in STAGE_NEEDS_INIT and init is None:
+        raise HartError(f"the {stage} stage starts from a trained tokenizer: pass --init OUT/model of the "
+                        f"previous stage")
     process = start_process(device)
     try:
         return _train(config, settings, Path(out), process, resume, stage, init, beta, hybrid_prob, restart_every,
@@ -163,7 +168,8 @@ def _train(config, settings, out, process, resume, stage, init, beta, hybrid_pro
         config, loaded = load_tokenizer(init)
         tokenizer.load_state_dict(loaded.state_dict())
     frozen = {"autoencoder": [tokenizer.quantizer], "hybrid": [tokenizer.encoder, tokenizer.quant_conv],
-              "joint": []}[stage] + tokenizer.quantizer.unused_phis()
+              "joint": [], "decoder": [tokenizer.encoder, tokenizer.quant_conv, tokenizer.quantizer],
+              }[stage] + tokenizer.quantizer.unused_phis()
     for module in frozen:
         module.requires_grad_(False)
     trainable = [p for p in tokenizer.parameters() if p.requires_grad]
@@ -203,7 +209,7 @@ def _train(config, settings, out, process, resume, stage, init, beta, hybrid_pro
         for scale_ids in ids:
             usage += torch.bincount(scale_ids.flatten(), minlength=usage.numel())
         restarted = 0
-        if ids and (step + 1) % restart_every == 0:
+        if ids and stage != "decoder" and (step + 1) % restart_every == 0:
             restarted = _restart_dead_codes(tokenizer, usage, f, generator, process)
         if steps.logging_due(step):
             with torch.no_grad():

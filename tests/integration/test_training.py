@@ -89,6 +89,17 @@ def test_hybrid_stage_can_keep_a_trained_codebook(tokenizer_run, tmp_path):
         assert torch.allclose(codebook, trained, rtol=0, atol=1e-12) == keep
 
 
+def test_decoder_stage_changes_only_the_decoder(tokenizer_run, tmp_path):
+    """A generator trained on a tokenizer stays valid after its decoder stage: same codes, same residuals."""
+    _, _, model_dir = tokenizer_run
+    settings = TrainSettings(steps=3, batch_size=4, lr=1e-3, warmup_steps=0, log_every=1, checkpoint_every=3)
+    out = train_tokenizer(SMALL, settings, tmp_path / "decoder", device="cpu", stage="decoder", init=model_dir,
+                          restart_every=1)  # a restart would move codebook rows: the stage must skip them
+    before, after = load_file(model_dir / "tokenizer.safetensors"), load_file(out / "tokenizer.safetensors")
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed and all(k.startswith(("decoder.", "post_quant_conv.")) for k in changed), sorted(changed)
+
+
 def test_generator_training_reduces_both_losses_and_writes_a_model(tokenizer_run, tmp_path):
     _, _, tokenizer_dir = tokenizer_run
     settings = TrainSettings(steps=40, batch_size=8, lr=3e-3, warmup_steps=5, log_every=5, checkpoint_every=20)
