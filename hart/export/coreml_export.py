@@ -46,6 +46,7 @@ from hart.export.graphs import GraphSpec, graph_specs
 from hart.export.manifest import describe_model
 from hart.export.parity import parity_prompts
 from hart.export.torch_backend import TorchWrapperBackend
+from hart.export.wrappers import holding
 from hart.models import Condition
 from hart.runtime.loop import ManifestLoop
 from hart.tokenizer.quantizer import MatrixResampling
@@ -192,8 +193,8 @@ def _with_matrix_resampling(model: HARTModel) -> HARTModel:
     resize), sharing every weight with `model`: a deep copy would hold a second 2.8 GB at 0.7B."""
     quantizer = copy.copy(model.tokenizer.quantizer)
     quantizer.resampling = MatrixResampling(model.config.patch_nums)
-    tokenizer = copy.copy(model.tokenizer)
-    tokenizer._modules = {**model.tokenizer._modules, "quantizer": quantizer}  # a new dict: `model` keeps its own
+    tokenizer = holding(model.tokenizer, *dict(model.tokenizer.named_children()))
+    tokenizer.quantizer = quantizer  # replaces it in the view only
     return dataclasses.replace(model, tokenizer=tokenizer)
 
 

@@ -173,6 +173,7 @@ def _train(config, settings, out, process, resume, stage, init, beta, hybrid_pro
     for module in frozen:
         module.requires_grad_(False)
     trainable = [p for p in tokenizer.parameters() if p.requires_grad]
+    codebook_trains = tokenizer.quantizer.codebook.weight.requires_grad  # restarts move codebook rows
     optimizer = torch.optim.AdamW(trainable, lr=settings.lr, betas=(0.9, 0.95), weight_decay=settings.weight_decay)
     usage = torch.zeros(config.tokenizer.vocab_size, device=process.device)
     state = folder.load()
@@ -209,7 +210,7 @@ def _train(config, settings, out, process, resume, stage, init, beta, hybrid_pro
         for scale_ids in ids:
             usage += torch.bincount(scale_ids.flatten(), minlength=usage.numel())
         restarted = 0
-        if ids and stage != "decoder" and (step + 1) % restart_every == 0:
+        if ids and codebook_trains and (step + 1) % restart_every == 0:
             restarted = _restart_dead_codes(tokenizer, usage, f, generator, process)
         if steps.logging_due(step):
             with torch.no_grad():

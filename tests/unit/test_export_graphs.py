@@ -2,28 +2,18 @@
 
 import torch
 
-from hart.components import assemble, build_networks
-from hart.config import preset
 from hart.export.graphs import graph_specs
 from hart.export.wrappers import holding
 
 
-def _model():
-    torch.manual_seed(0)
-    config = preset("tiny")
-    return assemble(config, build_networks(config))
-
-
-def test_holding_keeps_the_named_children_and_leaves_the_original_whole():
-    model = _model()
+def test_holding_keeps_the_named_children_and_leaves_the_original_whole(model):
     view = holding(model.transformer, "latent_in", "level_embed")
     assert set(dict(view.named_children())) == {"latent_in", "level_embed"}
     assert view.latent_in.weight is model.transformer.latent_in.weight
     assert "blocks" in dict(model.transformer.named_children())
 
 
-def test_only_the_step_graph_holds_the_transformer_blocks():
-    model = _model()
+def test_only_the_step_graph_holds_the_transformer_blocks(model):
     block_weights = {id(p) for p in model.transformer.blocks.parameters()}
     encoder_weights = {id(p) for p in model.tokenizer.encoder.parameters()}
     for spec in graph_specs(model):
@@ -32,8 +22,7 @@ def test_only_the_step_graph_holds_the_transformer_blocks():
         assert not held & encoder_weights, spec.name
 
 
-def test_every_graph_runs_on_its_example_after_pruning():
-    model = _model()
+def test_every_graph_runs_on_its_example_after_pruning(model):
     with torch.no_grad():
         for spec in graph_specs(model):
             outputs = spec.module(*spec.example)
