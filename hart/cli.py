@@ -44,6 +44,9 @@ def _add_training_arguments(parser: argparse.ArgumentParser, steps: int, batch: 
     parser.add_argument("--weight-decay", type=float, default=0.0)
     parser.add_argument("--warmup-steps", type=int, default=100)
     parser.add_argument("--seed", type=int, default=0, help="initialisation seed (default 0)")
+    parser.add_argument("--data-seed", type=int, default=0,
+                        help="which scenes are drawn (default 0); a run continued with --init from another "
+                             "needs a new one to see new scenes")
     parser.add_argument("--checkpoint-every", type=int, default=250)
     parser.add_argument("--log-every", type=int, default=25)
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda (one GPU per torchrun process)")
@@ -258,8 +261,8 @@ def _train(args: argparse.Namespace) -> None:
     from hart.train.common import TrainSettings
 
     settings = TrainSettings(steps=args.steps, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
-                             warmup_steps=args.warmup_steps, seed=args.seed, checkpoint_every=args.checkpoint_every,
-                             log_every=args.log_every)
+                             warmup_steps=args.warmup_steps, seed=args.seed, data_seed=args.data_seed,
+                             checkpoint_every=args.checkpoint_every, log_every=args.log_every)
     started = time.perf_counter()
     if args.stage == "tokenizer":
         from hart.train.tokenizer import train_tokenizer

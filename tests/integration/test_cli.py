@@ -8,6 +8,7 @@ import pytest
 from PIL import Image
 
 from hart.checkpoints import save_model
+from hart.cli import main
 
 
 def run_hart(*args, cwd=None):
@@ -78,3 +79,16 @@ def test_convert_turns_an_official_release_into_a_loadable_folder(tmp_path):
     assert again.returncode == 2 and "already exists" in again.stderr
     info = run_hart("info", str(tmp_path / "converted"), "--json")
     assert json.loads(info.stdout)["config"]["text"]["kind"] == "qwen2"
+
+
+def test_train_draws_the_scenes_of_the_data_seed_it_is_given(monkeypatch, tmp_path):
+    import hart.train.tokenizer as tokenizer_training
+    seen = {}
+
+    def record(config, settings, *args, **kwargs):
+        seen["settings"] = settings
+        return tmp_path
+
+    monkeypatch.setattr(tokenizer_training, "train_tokenizer", record)
+    assert main(["train", "tokenizer", "--out", str(tmp_path / "run"), "--steps", "1", "--data-seed", "7"]) == 0
+    assert seen["settings"].data_seed == 7 and seen["settings"].seed == 0
