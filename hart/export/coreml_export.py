@@ -180,26 +180,29 @@ def kmeans_palette(weight: np.ndarray, nbits: int = PALETTE_BITS) -> tuple[np.nd
 
     Returns the LUT [2**nbits] (the weight's dtype, unused entries zero) and uint8 indices [numel].
     """
-    from coremltools._deps import _kmeans1d
-
     flat = weight.reshape(-1)
-    if flat.dtype == np.float16:
-        bits = flat.view(np.uint16)
-        counts = np.bincount(bits, minlength=1 << 16)
-        present = np.flatnonzero(counts).astype(np.uint16)  # distinct bit patterns
-        present = present[np.argsort(present.view(np.float16), kind="stable")]  # in value order
-        values, counts = present.view(np.float16), counts[present]
-    else:
+    if flat.dtype != np.float16:  # rare here (fp16 compute): sorting is fine
         values, position, counts = np.unique(flat, return_inverse=True, return_counts=True)
-    clustered = _kmeans1d.cluster(values.astype(np.float64), min(len(values), 1 << nbits), weights=counts)
-    lut = np.zeros(1 << nbits, dtype=weight.dtype)
-    lut[:len(clustered.centroids)] = clustered.centroids
-    cluster_of_value = np.asarray(clustered.clusters, dtype=np.uint8)
-    if flat.dtype != np.float16:
+        lut, cluster_of_value = _cluster(values, counts, nbits, weight.dtype)
         return lut, cluster_of_value[position]
+    bits = flat.view(np.uint16)
+    counts = np.bincount(bits, minlength=1 << 16)
+    present = np.flatnonzero(counts).astype(np.uint16)  # distinct bit patterns
+    present = present[np.argsort(present.view(np.float16), kind="stable")]  # in value order
+    lut, cluster_of_value = _cluster(present.view(np.float16), counts[present], nbits, weight.dtype)
     cluster_of_bits = np.zeros(1 << 16, dtype=np.uint8)
     cluster_of_bits[present] = cluster_of_value
     return lut, cluster_of_bits[bits]
+
+
+def _cluster(values: np.ndarray, counts: np.ndarray, nbits: int, dtype) -> tuple[np.ndarray, np.ndarray]:
+    """Weighted optimal 1-D k-means of sorted distinct values: LUT [2**nbits] and each value's entry."""
+    from coremltools._deps import _kmeans1d
+
+    clustered = _kmeans1d.cluster(values.astype(np.float64), min(len(values), 1 << nbits), weights=counts)
+    lut = np.zeros(1 << nbits, dtype=dtype)
+    lut[:len(clustered.centroids)] = clustered.centroids
+    return lut, np.asarray(clustered.clusters, dtype=np.uint8)
 
 
 class PaletteCache:
