@@ -195,7 +195,8 @@ def kmeans_palette(weight: np.ndarray, nbits: int = PALETTE_BITS) -> tuple[np.nd
     return lut, cluster_of_bits[bits]
 
 
-def _cluster(values: np.ndarray, counts: np.ndarray, nbits: int, dtype) -> tuple[np.ndarray, np.ndarray]:
+def _cluster(values: np.ndarray, counts: np.ndarray, nbits: int,
+             dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
     """Weighted optimal 1-D k-means of sorted distinct values: LUT [2**nbits] and each value's entry."""
     from coremltools._deps import _kmeans1d
 
