@@ -68,6 +68,8 @@ def _build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--temperature", type=float, help="token sampling temperature (default 1)")
     gen.add_argument("--gumbel", action="store_true", help="HART's Gumbel-softmax smoothing (more_smooth)")
     gen.add_argument("--no-residual", action="store_true", help="skip the residual head (discrete-only image)")
+    gen.add_argument("--residual-guidance", type=float,
+                     help="the residual head's guidance as a share of the last scale's (HART: 1; default: the model's)")
     gen.add_argument("-n", "--num-images", type=int, default=1, help="images per prompt (default 1)")
     gen.add_argument("-o", "--output", default="hart.png",
                      help="output image; with several images, -<index> is added before the suffix")
@@ -112,6 +114,7 @@ def _build_parser() -> argparse.ArgumentParser:
     evaluation.add_argument("--cfg", type=float)
     evaluation.add_argument("--top-k", type=int)
     evaluation.add_argument("--temperature", type=float)
+    evaluation.add_argument("--residual-guidance", type=float)
     evaluation.add_argument("--device", default="auto")
     evaluation.add_argument("--backend", default="torch", choices=("torch", "onnx"),
                             help="onnx: --model is an ONNX export folder (e.g. OUT/int8)")
@@ -181,7 +184,7 @@ def _generate(args: argparse.Namespace) -> None:
     paths = _output_paths(args.output, seeds)
     started = time.perf_counter()
     sampling = dict(cfg=args.cfg, top_k=args.top_k, top_p=args.top_p, temperature=args.temperature,
-                    residual=not args.no_residual)
+                    residual=not args.no_residual, residual_guidance=args.residual_guidance)
     if args.backend in ("onnx", "coreml"):  # torch is never imported on these paths
         if args.gumbel:
             raise HartError(f"--gumbel is not supported by the {args.backend} runtime")
@@ -290,7 +293,8 @@ def _eval(args: argparse.Namespace) -> None:
     if args.num_prompts < 2 or args.batch_size < 1:
         raise HartError("--num-prompts must be at least 2 and --batch-size at least 1")
     settings = EvalSettings(num_prompts=args.num_prompts, seed=args.seed, batch_size=args.batch_size, cfg=args.cfg,
-                            top_k=args.top_k, temperature=args.temperature)
+                            top_k=args.top_k, temperature=args.temperature,
+                            residual_guidance=args.residual_guidance)
     results = evaluate(args.model, args.out, settings, args.device, args.classifier or SHIPPED, backend=args.backend)
     print(Path(args.out, "eval.md").read_text())
     print(f"wrote {args.out}/eval.json, eval.md, samples.png in {results['wall_seconds']:.0f} s")

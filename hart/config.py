@@ -177,6 +177,9 @@ class SamplingConfig:
     top_p: float = 0.0  # 0 disables nucleus filtering
     temperature: float = 1.0
     gumbel: bool = False  # HART's "more_smooth": Gumbel-softmax soft codes (off for fidelity)
+    # The residual head's guidance as a share of the last scale's token guidance. HART uses the same
+    # value (1); a small model's head can overshoot under strong guidance, so its card may lower it.
+    residual_guidance: float = 1.0
 
     def __post_init__(self) -> None:
         if self.cfg < 0:
@@ -186,6 +189,8 @@ class SamplingConfig:
         if not 0 <= self.top_p < 1:
             _fail(self.section, "top_p", f"must be in [0, 1) (got {self.top_p})")
         _require_positive(self.section, temperature=self.temperature)
+        if self.residual_guidance < 0:
+            _fail(self.section, "residual_guidance", f"must be >= 0 (got {self.residual_guidance})")
 
 
 @dataclass(frozen=True)

@@ -105,17 +105,18 @@ class HARTPipeline:
     def generate(self, prompts: list[str], seed: int | Sequence[int] = 0, cfg: float | None = None,
                  top_k: int | Sequence[int] | None = None, top_p: float | None = None,
                  temperature: float | None = None, gumbel: bool | None = None, residual: bool = True,
-                 progress: bool = False, callback: Callable[[StageEvent], None] | None = None) -> Generation:
+                 residual_guidance: float | None = None, progress: bool = False, callback: Callable[[StageEvent], None] | None = None) -> Generation:
         """Generate one image per prompt. Unset sampling arguments take the model config's defaults.
 
         seed: an int (image i uses seed + i) or one seed per prompt. top_k: one value or one per scale
         (0 keeps the whole vocabulary). residual=False gives HART's discrete-only images.
+        residual_guidance: the residual head's guidance as a share of the last scale's (HART: 1).
         """
         prompts = check_prompts(prompts)
         seeds = rng.resolve_seeds(seed, len(prompts))
         defaults = asdict(self.config.sampling)
-        cfg, top_ks, top_p, temperature = sampling_settings(defaults, self.config.num_scales, cfg, top_k, top_p,
-                                                            temperature)
+        cfg, top_ks, top_p, temperature, residual_guidance = sampling_settings(
+            defaults, self.config.num_scales, cfg, top_k, top_p, temperature, residual_guidance)
         gumbel = defaults["gumbel"] if gumbel is None else bool(gumbel)
         model, schedule, batch = self.model, self.schedule, len(prompts)
         transformer, quantizer = model.transformer, model.tokenizer.quantizer
@@ -160,7 +161,8 @@ class HARTPipeline:
             tokens_last = hard_codes.shape[1]
             noise = torch.from_numpy(rng.residual_noise(seeds, self.residual_sampler.num_steps, tokens_last, latent))
             residual_tokens = self.residual_sampler.sample(model.residual_head, cond_rows.flatten(0, 1),
-                                                           schedule.guidance(last, cfg), noise.to(self.device))
+                                                           schedule.guidance(last, cfg) * residual_guidance,
+                                                           noise.to(self.device))
             residual_tokens = residual_tokens.view(batch, tokens_last, latent)
             codes = codes + residual_tokens
         f_hat = f_hat + quantizer.scale_contribution(last, tokens_to_grid(codes))

@@ -43,6 +43,7 @@ class EvalSettings:
     cfg: float | None = None
     top_k: int | None = None
     temperature: float | None = None
+    residual_guidance: float | None = None
 
 
 def _accuracy(predicted: dict[str, list[str]], truth: list[dict[str, int]]) -> dict[str, float]:
@@ -75,7 +76,7 @@ class _TorchImages:
 
     def __call__(self, prompts, seed, settings) -> tuple[torch.Tensor, torch.Tensor]:
         result = self.pipe.generate(prompts, seed=seed, cfg=settings.cfg, top_k=settings.top_k,
-                                    temperature=settings.temperature)
+                                    temperature=settings.temperature, residual_guidance=settings.residual_guidance)
         with torch.no_grad():  # the same tokens without the residual head: HART's discrete-only image
             tokens = Tokens([i.to(self.device) for i in result.ids], result.residual.to(self.device))
             discrete = self.pipe.model.tokenizer.decode(tokens, discrete_only=True).float().cpu()
@@ -100,7 +101,8 @@ class _OnnxImages:
 
     def __call__(self, prompts, seed, settings) -> tuple[torch.Tensor, torch.Tensor]:
         result = self.runtime.generate(prompts, seed=seed, cfg=settings.cfg, top_k=settings.top_k,
-                                       temperature=settings.temperature, discrete_too=True)
+                                       temperature=settings.temperature, residual_guidance=settings.residual_guidance,
+                                       discrete_too=True)
         return torch.from_numpy(result.images), torch.from_numpy(result.discrete_images)
 
     def reconstructions(self, real: torch.Tensor) -> None:
@@ -139,7 +141,9 @@ def evaluate(model: str, out: str | Path, settings: EvalSettings = EvalSettings(
     results = {
         "model": model, "backend": backend, "config": images_for.config["name"], "settings": asdict(settings),
         "sampling": {"cfg": sampling["cfg"] if settings.cfg is None else settings.cfg,
-                     "top_k": sampling["top_k"] if settings.top_k is None else settings.top_k},
+                     "top_k": sampling["top_k"] if settings.top_k is None else settings.top_k,
+                     "residual_guidance": sampling.get("residual_guidance", 1.0) if settings.residual_guidance is None
+                     else settings.residual_guidance},
         "judge_accuracy_on_clean_renders": _accuracy(judged["real"][0], truth),
         "adherence": _accuracy(judged["hybrid"][0], truth),
         "adherence_discrete_only": _accuracy(judged["discrete"][0], truth),
@@ -177,7 +181,8 @@ def _markdown(results: dict) -> str:
     lines = [
         f"# Evaluation of `{results['model']}` ({results['config']}, {results['backend']} backend)", "",
         f"{results['settings']['num_prompts']} held-out prompts (every (color, shape) pair unseen in training), "
-        f"sampling cfg {results['sampling']['cfg']}, top-k {results['sampling']['top_k']}; "
+        f"sampling cfg {results['sampling']['cfg']}, top-k {results['sampling']['top_k']}, "
+        f"residual guidance {results['sampling']['residual_guidance']}; "
         f"{results['wall_seconds']:.0f} s on {results['machine']['device']}.", "",
         "## Prompt adherence (scene classifier)", "",
         "| attribute | with residual head | discrete only | target | judge on clean renders |",

@@ -102,7 +102,8 @@ def describe_model(model: HARTModel) -> dict:
                      "phi_index": [schedule.phi_index(si, config.tokenizer.phi_count) for si in range(schedule.num_scales)],
                      "guidance": "t = cfg * progress[si]; guided = (1 + t) * logits[cond rows] - t * logits[uncond rows]"},
         "sampling": {"cfg": config.sampling.cfg, "top_k": list(config.sampling.top_k), "top_p": config.sampling.top_p,
-                     "temperature": config.sampling.temperature, "rule": sampling.__doc__.strip()},
+                     "temperature": config.sampling.temperature,
+                     "residual_guidance": config.sampling.residual_guidance, "rule": sampling.__doc__.strip()},
         "rope": {"theta": t.rope_theta, "head_dim": t.head_dim,
                  "text_inv_freq": _floats(inverse_frequencies(t.head_dim, t.rope_theta, 2)),
                  "image_inv_freq": _floats(inverse_frequencies(t.head_dim, t.rope_theta, 4)),
@@ -114,7 +115,8 @@ def describe_model(model: HARTModel) -> dict:
                      "noise": "[steps, B*N*N, C_vae] float32: block 0 is x_T, block k the noise after step k; image b "
                               "fills rows b*N*N .. (b+1)*N*N-1 with rng residual stream 2048+k, normals in "
                               "(token, channel) order",
-                     "guidance": "cfg * progress[K-1] (exactly 1.0 means unguided, as in HART)"},
+                     "guidance": "cfg * progress[K-1] * sampling.residual_guidance in float64, then float32 "
+                                 "(exactly 1.0 means unguided, as in HART)"},
         "rng": rng.spec(),
         "loop": LOOP,
     }

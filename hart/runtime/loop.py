@@ -148,7 +148,7 @@ class ManifestLoop:
 
     def generate(self, prompts: list[str], seed: int | Sequence[int] = 0, cfg: float | None = None,
                  top_k: int | Sequence[int] | None = None, top_p: float | None = None,
-                 temperature: float | None = None, residual: bool = True,
+                 temperature: float | None = None, residual: bool = True, residual_guidance: float | None = None,
                  teacher_ids: list[np.ndarray] | None = None, discrete_too: bool = False) -> RuntimeResult:
         """Generate one image per prompt (the arguments are HARTPipeline.generate's).
 
@@ -158,8 +158,8 @@ class ManifestLoop:
         """
         prompts = check_prompts(prompts)
         seeds = resolve_seeds(seed, len(prompts))
-        cfg, top_ks, top_p, temperature = sampling_settings(self.manifest["sampling"], len(self.patch_nums), cfg,
-                                                            top_k, top_p, temperature)
+        cfg, top_ks, top_p, temperature, residual_guidance = sampling_settings(
+            self.manifest["sampling"], len(self.patch_nums), cfg, top_k, top_p, temperature, residual_guidance)
         progress, backend, batch, timings = self.manifest["schedule"]["progress"], self.backend, len(prompts), {}
         last, size = len(self.patch_nums) - 1, self.patch_nums[-1]
         latent = self.config["tokenizer"]["latent_channels"]
@@ -210,7 +210,7 @@ class ManifestLoop:
         if residual:
             noise = rng.residual_noise(seeds, self.manifest["residual"]["steps"], size * size, latent)
             residual_tokens = backend.residual(hidden, scale_ids, noise,
-                                               np.array(cfg * progress[last], dtype=np.float32))
+                                               np.array(cfg * progress[last] * residual_guidance, dtype=np.float32))
         f_final = backend.final(f_hat, scale_ids, residual_tokens if residual else zeros)
         timings["residual" if residual else "codes"] = time.perf_counter() - started
         started = time.perf_counter()

@@ -1,7 +1,8 @@
 """The residual head's sampling loop: respaced ancestral DDPM with HART's guidance.
 
 Guidance mixes the noise predictions of the conditional and unconditional halves as
-eps = (1 + s) eps_cond - s eps_uncond, with s the transformer's guidance at the last scale; both
+eps = (1 + s) eps_cond - s eps_uncond, with s the transformer's guidance at the last scale times the
+model's sampling.residual_guidance (HART: 1; the caller multiplies); both
 halves see the same noisy input and the variance comes from the conditional half. All noise is an
 input: [S, N, C_vae] normals, block 0 being x_T and block k the noise added after step k.
 """

@@ -201,7 +201,7 @@ export async function generate(ort, manifest, sessions, prompt, seed, options = 
   for (let k = 0; k < steps; k++) noise.set(rng.normal(seed, rng.residualStream(k), count * latent), k * count * latent);
   const residual = await run("residual", {
     hidden, ids: new T("int64", scaleIds, [1, count]), noise: new T("float32", noise, [steps, count, latent]),
-    guidance: new T("float32", new Float32Array([cfg * progress[scales.length - 1]]), []),
+    guidance: new T("float32", new Float32Array([cfg * progress[scales.length - 1] * cfgDefaults.residual_guidance]), []),
   });
   const final = await run("update_final", { f_hat: fHat, ids: new T("int64", scaleIds, [1, count]), residual: residual.residual });
   timings.residual = performance.now() - started;

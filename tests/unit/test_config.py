@@ -42,6 +42,7 @@ def test_derived_sizes_of_the_1024px_preset():
     ({"sampling": {"top_k": [1]}}, "sampling.top_k"),
     ({"text": {"kind": "clip"}}, "text.kind"),
     ({"residual_head": {"latent_scale": 0}}, "residual_head.latent_scale"),
+    ({"sampling": {"residual_guidance": -0.5}}, "sampling.residual_guidance"),
 ])
 def test_invalid_values_name_the_field(change, field):
     data = preset("hart-0.7b-1024px").to_dict()

@@ -44,6 +44,21 @@ def test_residual_head_changes_only_the_last_latent(pipe):
     assert not torch.equal(hybrid.images, discrete.images)
 
 
+def test_residual_guidance_scales_only_the_heads_guidance(pipe, monkeypatch):
+    seen = []
+    sample = pipe.residual_sampler.sample
+    monkeypatch.setattr(pipe.residual_sampler, "sample", lambda head, cond, guidance, noise, **kw: (
+        seen.append(guidance), sample(head, cond, guidance, noise, **kw))[1])
+    full = pipe.generate([PROMPT], seed=3)
+    share = pipe.generate([PROMPT], seed=3, residual_guidance=0.25)
+    last = pipe.schedule.num_scales - 1
+    assert seen == [pipe.schedule.guidance(last, pipe.config.sampling.cfg) * r for r in (1.0, 0.25)]
+    assert all(torch.equal(a, b) for a, b in zip(full.ids, share.ids))
+    assert not torch.equal(full.residual, share.residual)
+    with pytest.raises(ConfigError, match="residual_guidance"):
+        pipe.generate([PROMPT], residual_guidance=-1)
+
+
 def test_sampling_overrides_and_gumbel_are_deterministic(pipe):
     runs = [pipe.generate([PROMPT], seed=2, cfg=0.0, top_k=5, top_p=0.5, temperature=0.7, gumbel=True)
             for _ in range(2)]

@@ -87,7 +87,7 @@ public final class HartGenerator {
         let correction = try predict(residual, [
             "hidden": lastHidden, "ids": array(lastIds, [1, count], .int32),
             "noise": array(noise, [m.residual.steps, count, latent]),
-            "guidance": array([Float(cfg * m.schedule.progress[last])], [1])])["residual"]!
+            "guidance": array([Float(cfg * m.schedule.progress[last] * m.sampling.residual_guidance)], [1])])["residual"]!
         let final = try predict(updates[last], ["f_hat": fHat, "ids": array(lastIds, [1, count], .int32),
                                                 "residual": correction])["f_hat_out"]!
         try await onScale?(last, final)

@@ -4,7 +4,10 @@ import Foundation
 public struct Manifest: Decodable {
     public struct Text: Decodable { public let vocab: [String]; public let max_tokens: Int; public let dim: Int }
     public struct Schedule: Decodable { public let patch_nums: [Int]; public let progress: [Double] }
-    public struct Sampling: Decodable { public let cfg: Double; public let top_k: [Int]; public let top_p: Double; public let temperature: Float }
+    public struct Sampling: Decodable {
+        public let cfg: Double; public let top_k: [Int]; public let top_p: Double; public let temperature: Float
+        public let residual_guidance: Double
+    }
     public struct Rope: Decodable { public let text_inv_freq: [Float]; public let image_inv_freq: [Float] }
     public struct Residual: Decodable { public let steps: Int }
     public struct Transformer: Decodable { public let width: Int; public let heads: Int }
