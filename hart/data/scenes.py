@@ -43,6 +43,9 @@ SPLITS = {"train": 0, "heldout": 1, "classifier": 2, "test": 3}
 SHAPE_WORDS = {"circle": ("circle", "disc"), "square": ("square", "box"), "triangle": ("triangle",),
                "star": ("star",), "diamond": ("diamond", "rhombus"), "cross": ("cross", "plus")}
 SIZE_WORDS = {"small": ("small", "little", "tiny"), "large": ("large", "big", "huge")}
+# Share of described objects whose size goes unsaid, so "a red circle on a blue background" is a caption
+# the model has seen. Drawn from its own RNG stream: scenes and every other caption word stay as they were.
+SIZE_OMITTED = 0.25
 POSITION_PHRASES = {
     "center": ("in the center", "in the middle", "at the center"),
     "left": ("on the left", "at the left", "on the left side"),
@@ -118,10 +121,11 @@ def _sample_object(rng: np.random.Generator, background: str, held_out: bool, si
         jitter=tuple(float(v) for v in rng.uniform(-4, 4, size=2)), angle=float(rng.uniform(-12, 12)))
 
 
-def describe_object(obj: SceneObject, rng: np.random.Generator | None = None) -> str:
-    """'large red circle' (the first synonym of everything when rng is None)."""
+def describe_object(obj: SceneObject, rng: np.random.Generator | None = None, with_size: bool = True) -> str:
+    """'large red circle' (the first synonym of everything when rng is None), 'red circle' without size."""
     pick = (lambda options: _choice(rng, options)) if rng is not None else (lambda options: options[0])
-    return f"{pick(SIZE_WORDS[obj.size])} {obj.color} {pick(SHAPE_WORDS[obj.shape])}"
+    size = f"{pick(SIZE_WORDS[obj.size])} " if with_size else ""
+    return f"{size}{obj.color} {pick(SHAPE_WORDS[obj.shape])}"
 
 
 def canonical_caption(scene: Scene) -> str:
@@ -130,17 +134,20 @@ def canonical_caption(scene: Scene) -> str:
     return f"a {describe_object(obj)} {POSITION_PHRASES[obj.position][0]} on a {scene.background} background"
 
 
-def _caption(rng: np.random.Generator, background: str, objects: tuple[SceneObject, ...]) -> str:
+def _caption(rng: np.random.Generator, background: str, objects: tuple[SceneObject, ...],
+             with_size: tuple[bool, ...]) -> str:
     bg = _choice(rng, BACKGROUND_PHRASES).format(bg=background)
     if len(objects) == 1:
         template = _choice(rng, ONE_OBJECT_TEMPLATES)
         obj = objects[0]
-        return template.format(obj=describe_object(obj, rng), pos=_choice(rng, POSITION_PHRASES[obj.position]),
+        return template.format(obj=describe_object(obj, rng, with_size[0]),
+                               pos=_choice(rng, POSITION_PHRASES[obj.position]),
                                bg=bg, bg_lead=f"{background} background with").strip()
     template = _choice(rng, TWO_OBJECT_TEMPLATES)
     a, b = objects
-    return template.format(obj1=describe_object(a, rng), pos1=_choice(rng, POSITION_PHRASES[a.position]),
-                           obj2=describe_object(b, rng), pos2=_choice(rng, POSITION_PHRASES[b.position]), bg=bg)
+    return template.format(obj1=describe_object(a, rng, with_size[0]), pos1=_choice(rng, POSITION_PHRASES[a.position]),
+                           obj2=describe_object(b, rng, with_size[1]), pos2=_choice(rng, POSITION_PHRASES[b.position]),
+                           bg=bg)
 
 
 def make_scene(index: int, split: str = "train", seed: int = 0) -> Scene:
@@ -159,7 +166,8 @@ def make_scene(index: int, split: str = "train", seed: int = 0) -> Scene:
         objects = (SceneObject(shape, color, base.size, base.position, base.jitter, base.angle),)
     else:
         objects = (_sample_object(rng, background, held_out=held_out),)
-    return Scene(background, objects, _caption(rng, background, objects))
+    with_size = tuple(np.random.default_rng([seed, SPLITS[split], index, 1]).random(len(objects)) >= SIZE_OMITTED)
+    return Scene(background, objects, _caption(rng, background, objects, with_size))
 
 
 # ------------------------------------------------------------------------------------- rendering

@@ -3,8 +3,8 @@ import pytest
 
 from hart.config import TINY_VOCAB
 from hart.data.scenes import (BACKGROUNDS, COLORS, HELD_OUT_PAIRS, IMAGE_SIZE, POSITION_PHRASES, POSITIONS,
-                              SHAPE_WORDS, SIZE_WORDS, SIZES, canonical_caption, caption_vocabulary, image_array,
-                              make_scene, render)
+                              SHAPE_WORDS, SIZE_OMITTED, SIZE_WORDS, SIZES, canonical_caption, caption_vocabulary,
+                              image_array, make_scene, render)
 from hart.portable.words import WordTokenizer
 
 
@@ -17,6 +17,8 @@ def test_scenes_are_deterministic():
 
 def test_captions_name_every_attribute_they_claim_and_only_known_words():
     tokenizer = WordTokenizer(TINY_VOCAB, max_tokens=24)
+    all_size_words = {w for words in SIZE_WORDS.values() for w in words}
+    sized = []
     for i in range(400):
         scene = make_scene(i)
         caption = scene.caption
@@ -24,11 +26,15 @@ def test_captions_name_every_attribute_they_claim_and_only_known_words():
         for obj in scene.objects:
             assert obj.color in caption.split()
             assert any(word in caption.split() for word in SHAPE_WORDS[obj.shape])
-            assert any(word in caption.split() for word in SIZE_WORDS[obj.size])
+        named_sizes = [w for w in caption.split() if w in all_size_words]
+        allowed = {w for obj in scene.objects for w in SIZE_WORDS[obj.size]}  # a size, when named, is right
+        assert set(named_sizes) <= allowed and len(named_sizes) <= len(scene.objects)
+        sized.append(len(named_sizes) / len(scene.objects))
         mentioned_positions = [p for p, phrases in POSITION_PHRASES.items() if any(ph in caption for ph in phrases)]
         assert all(obj.position in mentioned_positions for obj in scene.objects) or len(scene.objects) == 1
         if "background" in caption:
             assert scene.background in caption.split()
+    assert 1 - SIZE_OMITTED - 0.08 <= np.mean(sized) <= 1 - SIZE_OMITTED + 0.08  # "a red circle" is trained too
 
 
 def test_every_background_occurs_and_never_hides_an_object():
