@@ -370,7 +370,8 @@ PRESETS: dict[str, HARTConfig] = {
         residual_head=ResidualHeadConfig(width=192, depth=3),
         tokenizer=TokenizerConfig(vocab_size=512, latent_channels=16, channels=16, channel_mult=(1, 2, 4, 4),
                                   res_blocks=1, norm_groups=8),
-        sampling=SamplingConfig(cfg=2.0, top_k=(0,) * 6),  # chosen on a validation split (MODEL_CARD.md)
+        # chosen on a validation split (MODEL_CARD.md)
+        sampling=SamplingConfig(cfg=2.0, top_k=(0,) * 6, residual_guidance=0.15),
     ),
 }
 

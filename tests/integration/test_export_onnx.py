@@ -113,10 +113,12 @@ def test_cli_generates_with_the_onnx_backend(export, tmp_path):
     assert result.returncode == 0, result.stderr
     from PIL import Image
 
-    onnx_pixels = np.asarray(Image.open(out), dtype=np.float64)
-    torch_pixels = np.asarray(HARTPipeline(load_pretrained("tiny"), "cpu")(["a red circle on the left"], seed=5)[0],
-                              dtype=np.float64)
-    assert np.abs(onnx_pixels - torch_pixels).max() <= 2
+    # The CLI must write what the runtime computes; agreement with PyTorch is the two parity tests' job
+    # (fp32 ONNX and PyTorch may split a near-tie token once in ~1,000: token_agreement >= 0.999).
+    cli_pixels = np.asarray(Image.open(out), dtype=np.float64)
+    api_pixels = np.asarray(OnnxPipeline(export / "fp32").generate(["a red circle on the left"], seed=5).pil_images()[0],
+                            dtype=np.float64)
+    assert np.array_equal(cli_pixels, api_pixels)
 
 
 def test_int8_keeps_prompt_adherence_within_two_points(export, tmp_path):
