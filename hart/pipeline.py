@@ -105,7 +105,8 @@ class HARTPipeline:
     def generate(self, prompts: list[str], seed: int | Sequence[int] = 0, cfg: float | None = None,
                  top_k: int | Sequence[int] | None = None, top_p: float | None = None,
                  temperature: float | None = None, gumbel: bool | None = None, residual: bool = True,
-                 residual_guidance: float | None = None, progress: bool = False, callback: Callable[[StageEvent], None] | None = None) -> Generation:
+                 residual_guidance: float | None = None, progress: bool = False,
+                 callback: Callable[[StageEvent], None] | None = None) -> Generation:
         """Generate one image per prompt. Unset sampling arguments take the model config's defaults.
 
         seed: an int (image i uses seed + i) or one seed per prompt. top_k: one value or one per scale

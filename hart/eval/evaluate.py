@@ -27,6 +27,7 @@ from hart.data.scenes import canonical_caption, image_array, make_scene
 from hart.eval.classifier import ATTRIBUTES, SHIPPED, load_classifier, scene_labels
 from hart.eval.metrics import frechet_distance, psnr
 from hart.pipeline import HARTPipeline, to_pil
+from hart.portable.sampling import sampling_settings
 from hart.tokenizer import Tokens
 
 log = logging.getLogger(__name__)
@@ -138,12 +139,13 @@ def evaluate(model: str, out: str | Path, settings: EvalSettings = EvalSettings(
               for name, images in (("real", real), ("hybrid", hybrid), ("discrete", discrete), ("floor", floor_real))}
     reconstructed = images_for.reconstructions(real)
     sampling = images_for.config["sampling"]
+    *_, residual_guidance = sampling_settings(sampling, len(images_for.config["patch_nums"]),
+                                              residual_guidance=settings.residual_guidance)
     results = {
         "model": model, "backend": backend, "config": images_for.config["name"], "settings": asdict(settings),
         "sampling": {"cfg": sampling["cfg"] if settings.cfg is None else settings.cfg,
                      "top_k": sampling["top_k"] if settings.top_k is None else settings.top_k,
-                     "residual_guidance": sampling.get("residual_guidance", 1.0) if settings.residual_guidance is None
-                     else settings.residual_guidance},
+                     "residual_guidance": residual_guidance},
         "judge_accuracy_on_clean_renders": _accuracy(judged["real"][0], truth),
         "adherence": _accuracy(judged["hybrid"][0], truth),
         "adherence_discrete_only": _accuracy(judged["discrete"][0], truth),

@@ -116,8 +116,8 @@ def test_cli_generates_with_the_onnx_backend(export, tmp_path):
     # The CLI must write what the runtime computes; agreement with PyTorch is the two parity tests' job
     # (fp32 ONNX and PyTorch may split a near-tie token once in ~1,000: token_agreement >= 0.999).
     cli_pixels = np.asarray(Image.open(out), dtype=np.float64)
-    api_pixels = np.asarray(OnnxPipeline(export / "fp32").generate(["a red circle on the left"], seed=5).pil_images()[0],
-                            dtype=np.float64)
+    api_image = OnnxPipeline(export / "fp32").generate(["a red circle on the left"], seed=5).pil_images()[0]
+    api_pixels = np.asarray(api_image, dtype=np.float64)
     assert np.array_equal(cli_pixels, api_pixels)
 
 

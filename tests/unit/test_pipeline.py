@@ -47,8 +47,12 @@ def test_residual_head_changes_only_the_last_latent(pipe):
 def test_residual_guidance_scales_only_the_heads_guidance(pipe, monkeypatch):
     seen = []
     sample = pipe.residual_sampler.sample
-    monkeypatch.setattr(pipe.residual_sampler, "sample", lambda head, cond, guidance, noise, **kw: (
-        seen.append(guidance), sample(head, cond, guidance, noise, **kw))[1])
+
+    def recording_sample(head, cond, guidance, noise, **kwargs):
+        seen.append(guidance)
+        return sample(head, cond, guidance, noise, **kwargs)
+
+    monkeypatch.setattr(pipe.residual_sampler, "sample", recording_sample)
     full = pipe.generate([PROMPT], seed=3)
     share = pipe.generate([PROMPT], seed=3, residual_guidance=0.25)
     last = pipe.schedule.num_scales - 1
