@@ -11,6 +11,7 @@ This module imports no torch, so exported-model runtimes can read configs too.
 import dataclasses
 import json
 import math
+import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -251,7 +252,7 @@ class HARTConfig:
         if fmt != CONFIG_FORMAT or version != CONFIG_FORMAT_VERSION:
             raise ConfigError(f"{source} has format {fmt!r} version {version}; expected {CONFIG_FORMAT!r} "
                               f"version {CONFIG_FORMAT_VERSION}")
-        return _from_plain(cls, data, source)
+        return from_plain(cls, data, source)
 
     @classmethod
     def from_json_file(cls, path: str | Path) -> "HARTConfig":
@@ -278,8 +279,9 @@ def _to_plain(obj: Any) -> Any:
     return obj
 
 
-def _from_plain(cls: type, data: Any, where: str) -> Any:
-    """Build dataclass `cls` from JSON data, naming the exact field on any mismatch."""
+def from_plain(cls: type, data: Any, where: str) -> Any:
+    """Build dataclass `cls` from JSON data, naming the exact field on any mismatch (also used for
+    manifests: fields typed `Any` pass through, `dict[str, X]` and `X | None` are checked)."""
     if not isinstance(data, dict):
         raise ConfigError(f"{where} must be a JSON object (got {type(data).__name__})")
     hints = typing.get_type_hints(cls)
@@ -299,9 +301,22 @@ def _from_plain(cls: type, data: Any, where: str) -> Any:
 
 
 def _coerce(value: Any, hint: Any, path: str) -> Any:
+    if hint is Any:
+        return value
     if dataclasses.is_dataclass(hint):
-        return _from_plain(hint, value, path)
+        return from_plain(hint, value, path)
     origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(hint)
+        if value is None and type(None) in options:
+            return None
+        (inner,) = [o for o in options if o is not type(None)]
+        return _coerce(value, inner, path)
+    if origin is dict:
+        _key_type, item_type = typing.get_args(hint)
+        if not isinstance(value, dict):
+            raise ConfigError(f"{path} must be a JSON object (got {type(value).__name__})")
+        return {k: _coerce(v, item_type, f"{path}.{k}") for k, v in value.items()}
     if origin is tuple:
         (item_type, _ellipsis) = typing.get_args(hint)
         if not isinstance(value, (list, tuple)):

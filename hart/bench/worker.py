@@ -69,7 +69,7 @@ def _runtime_generator(scenario: dict, folder: Path):
         from hart.runtime.coreml_pipeline import CoreMLPipeline
 
         runtime = CoreMLPipeline(folder)
-    size = sum(f["bytes"] for f in runtime.manifest["files"].values())
+    size = sum(f.bytes for f in runtime.manifest.files.values())
 
     def generate(prompts, seeds):
         result = runtime.generate(prompts, seed=seeds)

@@ -26,9 +26,8 @@ from hart.errors import HartError
 from hart.data.scenes import canonical_caption, image_array, make_scene
 from hart.eval.classifier import ATTRIBUTES, SHIPPED, load_classifier, scene_labels
 from hart.eval.metrics import frechet_distance, psnr
-from hart.pipeline import HARTPipeline, to_pil
-from hart.portable.sampling import sampling_settings
-from hart.tokenizer import Tokens
+from hart.pipeline import HARTPipeline
+from hart.portable.spec import to_uint8
 
 log = logging.getLogger(__name__)
 
@@ -68,22 +67,30 @@ def _renders(scenes, size: int) -> torch.Tensor:
     return torch.from_numpy(np.stack([image_array(s, size) for s in scenes]))
 
 
-class _TorchImages:
-    """Images from the PyTorch pipeline, with the discrete-only decoding of the same tokens."""
+class _Images:
+    """Images from the one loop on either backend, with the discrete-only decoding of the same tokens;
+    the PyTorch model also gives the tokenizer's reconstructions (its encoder is not exported)."""
 
-    def __init__(self, model: str, device: str):
-        self.pipe = HARTPipeline.from_pretrained(model, device=device)
-        self.device, self.config = self.pipe.device, self.pipe.config.to_dict()
+    def __init__(self, model: str, device: str, backend: str):
+        if backend == "onnx":
+            from hart.runtime.onnx_pipeline import OnnxPipeline
+
+            self.loop, self.pipe, self.device = OnnxPipeline(model), None, torch.device("cpu")
+        else:
+            self.pipe = HARTPipeline.from_pretrained(model, device=device)
+            self.loop, self.device = self.pipe.loop, self.pipe.device
+        self.config = self.loop.config
 
     def __call__(self, prompts, seed, settings) -> tuple[torch.Tensor, torch.Tensor]:
-        result = self.pipe.generate(prompts, seed=seed, cfg=settings.cfg, top_k=settings.top_k,
-                                    temperature=settings.temperature, residual_guidance=settings.residual_guidance)
-        with torch.no_grad():  # the same tokens without the residual head: HART's discrete-only image
-            tokens = Tokens([i.to(self.device) for i in result.ids], result.residual.to(self.device))
-            discrete = self.pipe.model.tokenizer.decode(tokens, discrete_only=True).float().cpu()
-        return result.images, discrete
+        with torch.inference_mode():
+            result = self.loop.generate(prompts, seed=seed, cfg=settings.cfg, top_k=settings.top_k,
+                                        temperature=settings.temperature, residual_guidance=settings.residual_guidance,
+                                        discrete_too=True)
+        return torch.as_tensor(result.images), torch.as_tensor(result.discrete_images)
 
-    def reconstructions(self, real: torch.Tensor) -> dict[str, torch.Tensor]:
+    def reconstructions(self, real: torch.Tensor) -> dict[str, torch.Tensor] | None:
+        if self.pipe is None:
+            return None
         tokenizer = self.pipe.model.tokenizer
         with torch.no_grad():
             tokens = tokenizer.encode(real.to(self.device, self.pipe.dtype))
@@ -91,32 +98,13 @@ class _TorchImages:
                     for mode in ("discrete", "hybrid")}
 
 
-class _OnnxImages:
-    """Images from an ONNX export folder (the tokenizer's encoder is not exported: no reconstructions)."""
-
-    def __init__(self, folder: str):
-        from hart.runtime.onnx_pipeline import OnnxPipeline
-
-        self.runtime, self.device = OnnxPipeline(folder), torch.device("cpu")
-        self.config = self.runtime.config
-
-    def __call__(self, prompts, seed, settings) -> tuple[torch.Tensor, torch.Tensor]:
-        result = self.runtime.generate(prompts, seed=seed, cfg=settings.cfg, top_k=settings.top_k,
-                                       temperature=settings.temperature, residual_guidance=settings.residual_guidance,
-                                       discrete_too=True)
-        return torch.from_numpy(result.images), torch.from_numpy(result.discrete_images)
-
-    def reconstructions(self, real: torch.Tensor) -> None:
-        return None
-
-
 def evaluate(model: str, out: str | Path, settings: EvalSettings = EvalSettings(), device: str = "auto",
              classifier: str | Path = SHIPPED, progress: bool = True, backend: str = "torch") -> dict:
     """Evaluate a model (torch backend: preset or folder) or an ONNX export folder (onnx backend)."""
     started = time.perf_counter()
-    images_for = _OnnxImages(model) if backend == "onnx" else _TorchImages(model, device)
+    images_for = _Images(model, device, backend)
     judge = load_classifier(classifier).to(images_for.device)
-    size = images_for.config["image_size"]
+    size = images_for.config.image_size
     if judge.image_size != size:
         raise HartError(f"the scene classifier reads {judge.image_size} px images; {model} makes {size} px ones "
                         "(train a classifier for it with `hart train classifier --preset ...`)")
@@ -138,14 +126,11 @@ def evaluate(model: str, out: str | Path, settings: EvalSettings = EvalSettings(
     judged = {name: _batched(judge, images.to(images_for.device), settings.batch_size)
               for name, images in (("real", real), ("hybrid", hybrid), ("discrete", discrete), ("floor", floor_real))}
     reconstructed = images_for.reconstructions(real)
-    sampling = images_for.config["sampling"]
-    *_, residual_guidance = sampling_settings(sampling, len(images_for.config["patch_nums"]),
-                                              residual_guidance=settings.residual_guidance)
+    sampling = images_for.loop.settings(cfg=settings.cfg, top_k=settings.top_k,
+                                        residual_guidance=settings.residual_guidance)
     results = {
-        "model": model, "backend": backend, "config": images_for.config["name"], "settings": asdict(settings),
-        "sampling": {"cfg": sampling["cfg"] if settings.cfg is None else settings.cfg,
-                     "top_k": sampling["top_k"] if settings.top_k is None else settings.top_k,
-                     "residual_guidance": residual_guidance},
+        "model": model, "backend": backend, "config": images_for.config.name, "settings": asdict(settings),
+        "sampling": {"cfg": sampling.cfg, "top_k": list(sampling.top_k), "residual_guidance": sampling.residual_guidance},
         "judge_accuracy_on_clean_renders": _accuracy(judged["real"][0], truth),
         "adherence": _accuracy(judged["hybrid"][0], truth),
         "adherence_discrete_only": _accuracy(judged["discrete"][0], truth),
@@ -220,6 +205,6 @@ def _write(out: Path, results: dict, real, hybrid, discrete, prompts) -> None:
     grid = Image.new("RGB", (3 * size, rows * size), "white")
     for row in range(rows):
         for column, images in enumerate((real, hybrid, discrete)):
-            grid.paste(to_pil(images[row:row + 1])[0], (column * size, row * size))
+            grid.paste(Image.fromarray(to_uint8(images[row:row + 1])[0]), (column * size, row * size))
     with atomic_file(out / "samples.png") as tmp:
         grid.save(tmp, format="PNG")

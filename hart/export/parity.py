@@ -84,7 +84,7 @@ def measure_parity(model: HARTModel, folder: Path, specs: list[GraphSpec], promp
         prompt = prompts[seed % len(prompts)]
         want = reference.generate([prompt], seed=seed)
         got = runtime.generate([prompt], seed=seed)
-        forced = runtime.generate([prompt], seed=seed, teacher_ids=[i.numpy() for i in want.ids])
+        forced = runtime.generate([prompt], seed=seed, forced_ids=[i.numpy() for i in want.ids])
         for w, g, f in zip(want.ids, got.ids, forced.ids):
             equal += int((w.numpy() == g).sum())
             forced_equal += int((w.numpy() == f).sum())
@@ -111,7 +111,7 @@ def measure_parity(model: HARTModel, folder: Path, specs: list[GraphSpec], promp
         "image_psnr_db": {"min": min(psnrs), "mean": float(np.mean(psnrs))},
         "component_relative_error": errors,
     }
-    if runtime.manifest["precision"] == "fp32":
+    if runtime.manifest.precision == "fp32":
         result["thresholds"] = FP32_THRESHOLDS
         result["met"] = (result["token_agreement"] >= FP32_THRESHOLDS["token_agreement"]
                          and result["image_psnr_db"]["min"] >= FP32_THRESHOLDS["image_psnr_db_min"])

@@ -44,6 +44,6 @@ def export_qwen2_text_encoder(qwen_dir: str | Path, target: Path, config: TextEn
         "tokenization": "tokenizers' encode(prompt) (special tokens as the tokenizer adds them), cut to max_tokens, "
                         "right-padded with pad_id; mask = id != pad_id; the graph sees system_prompt_ids + ids with "
                         "mask 1 for the prefix, position ids 0..S-1, and the last max_tokens hidden states are kept",
-        "positions": "cumsum(mask) - 1 (pads repeat the last real position)",
-        "unconditional": "features zero, mask [1, 0, ..., 0], positions all 0",
+        "system_prompt": "system_prompt_ids: HART's instruction prefix (its 'Enhanced prompt' text), tokenized once at "
+                         "export; empty when the model was configured without it",
     }

@@ -19,34 +19,6 @@ Also here: HART's optional Gumbel-softmax smoothing ("more_smooth"), as weights 
 
 import numpy as np
 
-from hart.errors import ConfigError
-
-
-def sampling_settings(defaults: dict, num_scales: int, cfg=None, top_k=None, top_p=None, temperature=None,
-                      residual_guidance=None) -> tuple:
-    """Resolve per-call overrides against a model's defaults and check them (every backend uses this).
-
-    top_k may be one value or one per scale (0 keeps the whole vocabulary). Returns
-    (cfg, top_k per scale, top_p, temperature, residual_guidance). Defaults written before
-    residual_guidance existed mean HART's 1."""
-    cfg = defaults["cfg"] if cfg is None else float(cfg)
-    if residual_guidance is None:
-        residual_guidance = float(defaults.get("residual_guidance", 1.0))
-    top_p = defaults["top_p"] if top_p is None else float(top_p)
-    temperature = defaults["temperature"] if temperature is None else float(temperature)
-    if top_k is None:
-        top_ks = list(defaults["top_k"])
-    elif isinstance(top_k, (int, np.integer)):
-        top_ks = [int(top_k)] * num_scales
-    else:
-        top_ks = list(top_k)
-    if (cfg < 0 or not 0 <= top_p < 1 or temperature <= 0 or len(top_ks) != num_scales or min(top_ks) < 0
-            or residual_guidance < 0):
-        raise ConfigError(f"invalid sampling settings: cfg={cfg} (>= 0), top_p={top_p} (in [0, 1)), "
-                          f"temperature={temperature} (> 0), top_k={top_ks} (>= 0, one or one per scale), "
-                          f"residual_guidance={residual_guidance} (>= 0)")
-    return cfg, top_ks, top_p, temperature, float(residual_guidance)
-
 
 def _sorted_by_vocabulary(logits: np.ndarray, vocab_ids: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
     if vocab_ids is None:

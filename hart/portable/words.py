@@ -54,8 +54,3 @@ class WordTokenizer:
             rows.append([self.ids[w] for w in words] + [PAD_ID] * (self.max_tokens - len(words)))
         ids = np.array(rows, dtype=np.int64)
         return ids, ids != PAD_ID
-
-
-def positions_from_mask(mask: np.ndarray) -> np.ndarray:
-    """cumsum(mask) - 1: pads repeat the last real position (HART's context position ids)."""
-    return np.cumsum(mask.astype(np.int64), axis=1) - 1

@@ -1,20 +1,19 @@
-"""The Core ML backend of the manifest loop (macOS only: Core ML cannot run models elsewhere).
+"""The Core ML backend of the one loop (macOS only: Core ML cannot run models elsewhere).
 
-Packages are built for one prompt (two guided rows), so prompts run one after another; since every
-image has its own seed, the result equals a batched run. The KV cache is Core ML state: one state per
-image, passed to every scale's function of step.mlpackage.
+Packages are built for one prompt (two guided rows), so the loop runs prompts one after another
+(`max_batch = 1`); since every image has its own seed, the result equals a batched run. The KV cache
+is Core ML state: one state per image, passed to every scale's function of step.mlpackage.
 """
 
 import platform
-from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
 from hart.errors import DependencyError
-from hart.portable.rng import resolve_seeds
-from hart.runtime.loop import ManifestLoop, RuntimeResult
-from hart.runtime.manifest import read_manifest
+from hart.loop import GenerationLoop
+from hart.runtime.graph_backend import GraphBackend
+from hart.runtime.manifest import Manifest, read_manifest
 
 NOT_MACOS = ("Core ML models run only on macOS (coremltools predicts through Apple's Core ML framework); "
              "on this machine use the ONNX export (--backend onnx) or PyTorch")
@@ -24,65 +23,67 @@ def _int32(array: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(array).astype(np.int32)
 
 
-class CoreMLBackend:
-    def __init__(self, folder: Path, manifest: dict):
+class CoreMLBackend(GraphBackend):
+    """Core ML packages; text handling, RoPE and the loop's calls are GraphBackend's."""
+
+    max_batch = 1
+
+    def __init__(self, folder: Path, manifest: Manifest):
         if platform.system() != "Darwin":
             raise DependencyError(NOT_MACOS)
+        super().__init__(manifest.config, manifest.text, manifest.rope, folder)
         try:
             import coremltools as ct
         except ImportError:
             raise DependencyError("the Core ML runtime needs coremltools: pip install 'hart[coreml]'") from None
-        graphs = manifest["graphs"]
-        self.models = {name: ct.models.MLModel(str(folder / graphs[name]["file"]))
+        graphs = manifest.graphs
+        self.models = {name: ct.models.MLModel(str(folder / graphs[name].file))
                        for name in ("text_encoder", "condition", "residual", "decoder") if name in graphs}
-        self.steps = [ct.models.MLModel(str(folder / graphs["step"]["file"]), function_name=f["name"])
-                      for f in graphs["step"]["functions"]]
-        self.updates = {f["name"]: ct.models.MLModel(str(folder / graphs["update"]["file"]), function_name=f["name"])
-                        for f in graphs["update"]["functions"]}
+        self.steps = [ct.models.MLModel(str(folder / graphs["step"].file), function_name=f["name"])
+                      for f in graphs["step"].functions]
+        self.updates = {f["name"]: ct.models.MLModel(str(folder / graphs["update"].file), function_name=f["name"])
+                        for f in graphs["update"].functions}
 
-    def text_encoder(self, ids, mask):
-        return self.models["text_encoder"].predict({"ids": _int32(ids), "mask": _int32(mask)})["hidden"]
+    def run(self, name: str, **feeds: np.ndarray) -> list[np.ndarray]:
+        """The single-function packages (the text encoder, for GraphBackend.encode_text)."""
+        feeds = {k: _int32(v) if v.dtype in (np.int64, np.bool_) else v for k, v in feeds.items()}
+        return list(self.models[name].predict(feeds).values())
 
     def condition(self, hidden, mask):
         out = self.models["condition"].predict({"hidden": hidden, "mask": _int32(mask)})
-        return out["tokens"], out["cond_blocks"], out["cond_head"]
+        return out["tokens"], (out["cond_blocks"], out["cond_head"])
 
-    def begin(self, rows: int) -> None:
+    def begin(self, batch: int) -> np.ndarray:
         self.state = self.steps[0].make_state()
+        return super().begin(batch)
 
-    def step(self, scale_index, x, cond_blocks, cond_head, cos, sin):
+    def step(self, scale_index, x, condition, rope):
+        (cond_blocks, cond_head), (cos, sin) = condition, rope
         out = self.steps[scale_index].predict({"x": x, "cond_blocks": cond_blocks, "cond_head": cond_head, "cos": cos,
                                                "sin": sin}, state=self.state)
         return out["logits"].astype(np.float32), out["hidden"]
 
-    def update(self, scale_index, f_hat, ids):
+    def update(self, scale_index, f_hat, ids, soft):
         out = self.updates[f"scale_{scale_index}"].predict({"f_hat": f_hat, "ids": _int32(ids)})
         return out["f_hat_out"], out["next_x"]
 
-    def final(self, f_hat, ids, residual):
+    def final(self, f_hat, ids, soft, residual):
+        if residual is None:
+            residual = np.zeros((ids.shape[0], ids.shape[1], self.config.tokenizer.latent_channels), dtype=np.float32)
         return self.updates["final"].predict({"f_hat": f_hat, "ids": _int32(ids), "residual": residual})["f_hat_out"]
 
     def residual(self, hidden, ids, noise, guidance):
         return self.models["residual"].predict({"hidden": hidden, "ids": _int32(ids), "noise": noise,
-                                                "guidance": guidance.reshape(1)})["residual"]
+                                                "guidance": np.array([guidance], dtype=np.float32)})["residual"]
 
-    def decoder(self, f_hat):
+    def decode(self, f_hat):
         return self.models["decoder"].predict({"f_hat": f_hat})["image"].astype(np.float32)
 
 
-class CoreMLPipeline(ManifestLoop):
+class CoreMLPipeline(GenerationLoop):
     def __init__(self, folder: str | Path):
         if platform.system() != "Darwin":
             raise DependencyError(NOT_MACOS)
         self.folder = Path(folder)
-        manifest = read_manifest(self.folder)
-        super().__init__(manifest, CoreMLBackend(self.folder, manifest))
-
-    def generate(self, prompts: list[str], seed: int | Sequence[int] = 0, **kwargs) -> RuntimeResult:
-        seeds = resolve_seeds(seed, len(prompts))
-        results = [super(CoreMLPipeline, self).generate([p], seed=[s], **kwargs) for p, s in zip(prompts, seeds)]
-        merged = RuntimeResult(np.concatenate([r.images for r in results]),
-                               [np.concatenate(ids) for ids in zip(*(r.ids for r in results))],
-                               None if results[0].residual is None else np.concatenate([r.residual for r in results]),
-                               seeds, {k: sum(r.timings[k] for r in results) for k in results[0].timings})
-        return merged
+        self.manifest = read_manifest(self.folder)
+        super().__init__(self.manifest.config, CoreMLBackend(self.folder, self.manifest))

@@ -1,4 +1,4 @@
-"""The ONNX Runtime backend of the manifest loop: onnxruntime + numpy, no torch."""
+"""The ONNX Runtime backend of the one loop: onnxruntime + numpy, no torch."""
 
 import os
 from collections.abc import Callable
@@ -7,22 +7,23 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from hart.runtime.loop import ManifestLoop, NamedGraphBackend, RuntimeResult  # noqa: F401 (re-exported)
-from hart.runtime.manifest import read_manifest
+from hart.loop import Generation, GenerationLoop
+from hart.runtime.graph_backend import GraphBackend
+from hart.runtime.manifest import Manifest, read_manifest
 
 
-class OnnxBackend(NamedGraphBackend):
-    """The export's graphs as onnxruntime sessions; the KV cache is explicit past/present I/O."""
+class OnnxBackend(GraphBackend):
+    """The export's graphs as onnxruntime sessions."""
 
-    def __init__(self, folder: Path, manifest: dict, threads: int | None = None, providers: list[str] | None = None):
+    def __init__(self, folder: Path, manifest: Manifest, threads: int | None = None,
+                 providers: list[str] | None = None):
+        super().__init__(manifest.config, manifest.text, manifest.rope, folder)
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads or int(os.environ.get("OMP_NUM_THREADS", 0)) or 0
         options.log_severity_level = 3
-        self.sessions = {name: ort.InferenceSession(str(folder / graph["file"]), options,
+        self.sessions = {name: ort.InferenceSession(str(folder / graph.file), options,
                                                     providers=providers or ["CPUExecutionProvider"])
-                         for name, graph in manifest["graphs"].items()}
-        t = manifest["model"]["config"]["transformer"]
-        self.cache_shape = (t["depth"], t["heads"], t["width"] // t["heads"])
+                         for name, graph in manifest.graphs.items()}
         self.on_run: Callable[[str, dict], None] | None = None  # a hook that sees every graph's inputs
 
     def run(self, name: str, **feeds: np.ndarray) -> list[np.ndarray]:
@@ -31,14 +32,17 @@ class OnnxBackend(NamedGraphBackend):
         return self.sessions[name].run(None, feeds)
 
 
-class OnnxPipeline(ManifestLoop):
+class OnnxPipeline(GenerationLoop):
     """Generation from an ONNX export folder; every file is checked against the manifest first."""
 
     def __init__(self, folder: str | Path, threads: int | None = None, providers: list[str] | None = None):
         self.folder = Path(folder)
-        manifest = read_manifest(self.folder)  # refuses missing or altered files before any session opens
-        super().__init__(manifest, OnnxBackend(self.folder, manifest, threads, providers), self.folder)
+        self.manifest = read_manifest(self.folder)  # refuses missing or altered files before any session opens
+        super().__init__(self.manifest.config, OnnxBackend(self.folder, self.manifest, threads, providers))
 
     @property
     def sessions(self) -> dict:
         return self.backend.sessions
+
+
+__all__ = ["Generation", "OnnxBackend", "OnnxPipeline"]

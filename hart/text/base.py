@@ -1,4 +1,4 @@
-"""What every text encoder returns, and HART's unconditional (classifier-free) context."""
+"""What every text encoder returns (the unconditional rows are defined once, in hart.portable.spec)."""
 
 from dataclasses import dataclass
 from typing import Protocol
@@ -19,18 +19,6 @@ class TextContext:
     @property
     def batch_size(self) -> int:
         return self.hidden.shape[0]
-
-    def unconditional(self) -> "TextContext":
-        """HART's null context: zero features, position 0 everywhere, only the first token marked real."""
-        mask = torch.zeros_like(self.mask)
-        mask[:, 0] = True
-        return TextContext(torch.zeros_like(self.hidden), mask, torch.zeros_like(self.positions))
-
-    def with_unconditional(self) -> "TextContext":
-        """[conditional; unconditional] stacked along the batch, the layout guidance expects."""
-        null = self.unconditional()
-        return TextContext(torch.cat((self.hidden, null.hidden)), torch.cat((self.mask, null.mask)),
-                           torch.cat((self.positions, null.positions)))
 
     def to(self, device: torch.device | str) -> "TextContext":
         return TextContext(self.hidden.to(device), self.mask.to(device), self.positions.to(device))

@@ -1,6 +1,7 @@
-// The HART manifest loop in JavaScript: the same steps as hart/runtime/loop.py, driven by
-// manifest.json, with the same portable RNG (hart/portable/rng.py) and sampler
-// (hart/portable/sampling.py). No DOM here, so Node can test it against Python's numbers.
+// The HART loop in JavaScript: the same steps as hart/loop.py, driven by manifest.json alone, with the
+// same portable RNG (hart/portable/rng.py), sampler (hart/portable/sampling.py) and definitions
+// (manifest `spec`, hart/portable/spec.py). No DOM here: Node replays the golden trace through it
+// (replay.mjs) in CI. Loading and checking the graphs is model_loader.mjs's job.
 
 const MASK64 = (1n << 64n) - 1n;
 const GOLDEN = 0x9e3779b97f4a7c15n;
@@ -122,29 +123,62 @@ function ropeImage(n, last, offset, invFreq) {
   return { cos, sin, dim };
 }
 
-// Generate one image. `ort` is onnxruntime-web, `sessions` maps graph names to InferenceSessions,
-// `onScale(si, fHat)` is called after every scale (for previews). Returns { image, ids, timings }.
+// The sampling settings of one call: options override the manifest's defaults (manifest.sampling.overrides).
+// topK is one number for every scale or one per scale; every number must be finite and in range.
+export function resolveSettings(manifest, options = {}) {
+  const d = manifest.sampling, scales = manifest.schedule.patch_nums.length;
+  const pick = (value, fallback) => (value === undefined || value === null ? fallback : Number(value));
+  const settings = {
+    cfg: pick(options.cfg, d.cfg), topP: pick(options.topP, d.top_p), temperature: pick(options.temperature, d.temperature),
+    residualGuidance: pick(options.residualGuidance, d.residual_guidance ?? 1), residual: options.residual ?? true,
+  };
+  const topK = options.topK ?? d.top_k;
+  settings.topK = Array.isArray(topK) ? topK.map(Number) : new Array(scales).fill(Number(topK));
+  for (const name of ["cfg", "topP", "temperature", "residualGuidance"]) {
+    if (!Number.isFinite(settings[name])) throw new Error(`${name} must be a finite number (got ${settings[name]})`);
+  }
+  if (settings.cfg < 0 || !(settings.topP >= 0 && settings.topP < 1) || !(settings.temperature >= 1e-3)
+      || settings.residualGuidance < 0 || settings.topK.length !== scales
+      || settings.topK.some((k) => !Number.isInteger(k) || k < 0)) {
+    throw new Error(`invalid sampling settings: cfg ${settings.cfg} (>= 0), top-p ${settings.topP} (in [0, 1)), `
+      + `temperature ${settings.temperature} (>= 0.001), top-k ${settings.topK} (integers >= 0, one or one per scale of `
+      + `${scales}), residual guidance ${settings.residualGuidance} (>= 0)`);
+  }
+  return settings;
+}
+
+// positions = cumsum(mask) - 1 (manifest spec.positions); rows [cond; uncond] (spec.rows)
+function rowPositions(mask) {
+  const positions = new Array(mask.length);
+  let count = 0;
+  mask.forEach((m, i) => { count += m ? 1 : 0; positions[i] = count - 1; });
+  return positions;
+}
+
+// Generate one image: the loop of hart/loop.py, step for step (manifest.loop). `ort` provides Tensor,
+// `sessions` maps graph names to sessions with run(feeds), `onScale(si, fHat)` sees f_hat after every
+// scale (for previews). options: {cfg, topK (number or one per scale), topP, temperature, residual
+// (false: discrete only), residualGuidance}. Returns { image, ids, residual, timings }.
 export async function generate(ort, manifest, sessions, prompt, seed, options = {}, onScale = null) {
   const T = ort.Tensor;
-  const cfgDefaults = manifest.sampling;
-  const cfg = options.cfg ?? cfgDefaults.cfg;
-  const topK = options.topK ?? null;
+  const settings = resolveSettings(manifest, options);
   const { patch_nums: scales, progress } = manifest.schedule;
   const config = manifest.model.config;
   const { depth, heads, width } = config.transformer;
   const headDim = width / heads, latent = config.tokenizer.latent_channels, size = scales[scales.length - 1];
   const steps = manifest.residual.steps, tokensMax = manifest.text.max_tokens, dim = manifest.text.dim;
+  const last = scales.length - 1;
   const timings = {};
   let started = performance.now();
   const run = async (name, feeds) => sessions[name].run(feeds);
 
-  const { ids, mask, length } = tokenize(manifest, prompt);
+  const { ids, mask } = tokenize(manifest, prompt);
   const mask2 = new Uint8Array(2 * tokensMax);
   mask2.set(mask); mask2[tokensMax] = 1; // the unconditional row: only its first token counts as real
-  const positions = new Array(2 * tokensMax).fill(0);
-  for (let i = 0; i < tokensMax; i++) positions[i] = Math.min(i, length - 1);
+  const positions = [...rowPositions(mask), ...new Array(tokensMax).fill(0)];
+  const offsets = [positions[tokensMax - 1], 0]; // each row's image RoPE starts after its last real token
   const text = await run("text_encoder", { ids: new T("int64", ids, [1, tokensMax]), mask: new T("bool", mask, [1, tokensMax]) });
-  const hidden2 = new Float32Array(2 * tokensMax * dim);
+  const hidden2 = new Float32Array(2 * tokensMax * dim); // [cond; uncond]: the unconditional features are zero
   hidden2.set(text.hidden.data);
   const cond = await run("condition", { hidden: new T("float32", hidden2, [2, tokensMax, dim]), mask: new T("bool", mask2, [2, tokensMax]) });
   let x = cond.tokens;
@@ -157,15 +191,16 @@ export async function generate(ort, manifest, sessions, prompt, seed, options = 
   let hidden = null, scaleIds = null;
   for (let si = 0; si < scales.length; si++) {
     started = performance.now();
-    const n = scales[si];
-    const rope = si === 0 ? ropeText(positions, manifest.rope.text_inv_freq)
-      : ropeImage(n, size, 0, manifest.rope.image_inv_freq);
-    const rows = si === 0 ? tokensMax : n * n;
-    let cos = rope.cos, sin = rope.sin;
-    if (si > 0) { // offsets differ per row: conditional row starts after its last real word, unconditional at 0
-      const shifted = ropeImage(n, size, length - 1, manifest.rope.image_inv_freq);
+    const n = scales[si], rows = si === 0 ? tokensMax : n * n;
+    let cos, sin;
+    if (si === 0) {
+      ({ cos, sin } = ropeText(positions, manifest.rope.text_inv_freq));
+    } else { // offsets differ per row: the conditional row starts after its last real word, the unconditional at 0
       cos = new Float32Array(2 * rows * headDim); sin = new Float32Array(2 * rows * headDim);
-      cos.set(shifted.cos); sin.set(shifted.sin); cos.set(rope.cos, rows * headDim); sin.set(rope.sin, rows * headDim);
+      offsets.forEach((offset, r) => {
+        const table = ropeImage(n, size, offset, manifest.rope.image_inv_freq);
+        cos.set(table.cos, r * rows * headDim); sin.set(table.sin, r * rows * headDim);
+      });
     }
     const out = await run("step", {
       x, cond_blocks: cond.cond_blocks, cond_head: cond.cond_head,
@@ -174,7 +209,7 @@ export async function generate(ort, manifest, sessions, prompt, seed, options = 
     });
     pastK = out.present_k; pastV = out.present_v; hidden = out.hidden;
     const V = out.logits.dims[2], L = out.logits.dims[1], logits = out.logits.data;
-    const t = cfg * progress[si];
+    const t = settings.cfg * progress[si]; // spec.guidance: float64 weight, float32 mix
     const count = n * n, uniforms = rng.uniform(seed, rng.tokenStream(si), count);
     scaleIds = new BigInt64Array(count);
     for (let k = 0; k < count; k++) {
@@ -184,11 +219,10 @@ export async function generate(ort, manifest, sessions, prompt, seed, options = 
         const c = logits[position * V + v], u = logits[(L + position) * V + v];
         row[v] = Math.fround(Math.fround(Math.fround(1 + t) * c) - Math.fround(Math.fround(t) * u));
       }
-      const k_ = topK ?? cfgDefaults.top_k[si];
-      scaleIds[k] = BigInt(sampleRow(row, uniforms[k], k_, cfgDefaults.top_p, cfgDefaults.temperature));
+      scaleIds[k] = BigInt(sampleRow(row, uniforms[k], settings.topK[si], settings.topP, settings.temperature));
     }
     sampled.push(scaleIds);
-    if (si < scales.length - 1) {
+    if (si < last) {
       const next = await run(`update_${si}`, { f_hat: fHat, ids: new T("int64", scaleIds, [1, count]) });
       fHat = next.f_hat_out; x = next.next_x;
       if (onScale) await onScale(si, fHat);
@@ -197,35 +231,21 @@ export async function generate(ort, manifest, sessions, prompt, seed, options = 
   }
   started = performance.now();
   const count = size * size;
-  const noise = new Float32Array(steps * count * latent);
-  for (let k = 0; k < steps; k++) noise.set(rng.normal(seed, rng.residualStream(k), count * latent), k * count * latent);
-  const residual = await run("residual", {
-    hidden, ids: new T("int64", scaleIds, [1, count]), noise: new T("float32", noise, [steps, count, latent]),
-    guidance: new T("float32", new Float32Array([cfg * progress[scales.length - 1] * cfgDefaults.residual_guidance]), []),
-  });
-  const final = await run("update_final", { f_hat: fHat, ids: new T("int64", scaleIds, [1, count]), residual: residual.residual });
-  timings.residual = performance.now() - started;
+  let residual = new T("float32", new Float32Array(count * latent), [1, count, latent]); // residual off: zeros
+  if (settings.residual) {
+    const noise = new Float32Array(steps * count * latent);
+    for (let k = 0; k < steps; k++) noise.set(rng.normal(seed, rng.residualStream(k), count * latent), k * count * latent);
+    const guidance = settings.cfg * progress[last] * settings.residualGuidance; // spec.residual_guidance
+    residual = (await run("residual", {
+      hidden, ids: new T("int64", scaleIds, [1, count]), noise: new T("float32", noise, [steps, count, latent]),
+      guidance: new T("float32", new Float32Array([guidance]), []),
+    })).residual;
+  }
+  const final = await run("update_final", { f_hat: fHat, ids: new T("int64", scaleIds, [1, count]), residual });
+  timings[settings.residual ? "residual" : "codes"] = performance.now() - started;
   started = performance.now();
   const image = (await run("decoder", { f_hat: final.f_hat_out })).image;
   timings.decode = performance.now() - started;
-  if (onScale) await onScale(scales.length - 1, final.f_hat_out);
-  return { image, ids: sampled, timings };
-}
-
-export async function sha256Hex(buffer) {
-  const digest = await crypto.subtle.digest("SHA-256", buffer);
-  return [...new Uint8Array(digest)].map((b) => b.toString(16).padStart(2, "0")).join("");
-}
-
-// Fetch every graph, refuse any whose sha256 differs from the manifest, and open the sessions.
-export async function loadModel(ort, baseUrl, sessionOptions = {}) {
-  const manifest = await (await fetch(`${baseUrl}/manifest.json`)).json();
-  const sessions = {};
-  for (const [name, graph] of Object.entries(manifest.graphs)) {
-    const bytes = await (await fetch(`${baseUrl}/${graph.file}`)).arrayBuffer();
-    const expected = manifest.files[graph.file].sha256;
-    if ((await sha256Hex(bytes)) !== expected) throw new Error(`${graph.file} does not match its sha256 in manifest.json`);
-    sessions[name] = await ort.InferenceSession.create(bytes, sessionOptions);
-  }
-  return { manifest, sessions };
+  if (onScale) await onScale(last, final.f_hat_out);
+  return { image, ids: sampled, residual: settings.residual ? residual : null, timings };
 }

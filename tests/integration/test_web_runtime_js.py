@@ -45,3 +45,39 @@ def test_token_sampling_matches_python():
         got = run_js(f"return data.L.map((row, i) => m.sampleRow(Float32Array.from(row), data.U[i], {top_k}, {top_p}, "
                      f"{temperature}));", {"L": logits.tolist(), "U": uniforms.tolist()})
         assert got == want.tolist(), (top_k, top_p, temperature)
+
+
+REPLAY = RUNTIME.parent / "replay.mjs"
+
+
+def replay_js(trace: Path, tmp_path: Path) -> subprocess.CompletedProcess:
+    from hart.checkpoints import load_pretrained
+    from hart.export.manifest import describe_model
+
+    manifest = tmp_path / "manifest.json"
+    manifest.write_text(json.dumps(describe_model(load_pretrained("tiny"))))
+    return subprocess.run([node, str(REPLAY), str(trace), str(manifest)], capture_output=True, text=True, timeout=120)
+
+
+def test_the_web_loop_replays_the_golden_trace_with_every_override(tmp_path):
+    from hart import golden
+    from hart.checkpoints import shipped_weights
+
+    result = replay_js(Path(shipped_weights("tiny")) / golden.TRACE_FILE, tmp_path)
+    assert result.returncode == 0, result.stderr
+    cases = json.loads(result.stdout)["cases"]
+    assert set(cases) == {"defaults", "residual_guidance_1", "no_residual", "overrides"}
+    for name, checks in cases.items():
+        assert {"text ids", "condition rows", "step 5 sin", "scale 5 ids", "final residual", "pixels"} <= set(checks)
+        assert ("residual guidance" in checks) == (name != "no_residual")
+
+
+def test_the_web_replay_catches_a_changed_trace(tmp_path):
+    from hart import golden
+    from hart.checkpoints import shipped_weights
+
+    arrays, meta = golden.read(Path(shipped_weights("tiny")) / golden.TRACE_FILE)
+    arrays["overrides/noise"] = arrays["overrides/noise"] + np.float32(0.01)
+    golden.write(tmp_path / "changed.safetensors", arrays, meta)
+    result = replay_js(tmp_path / "changed.safetensors", tmp_path)
+    assert result.returncode == 1 and "case overrides: residual noise differs from the trace" in result.stderr

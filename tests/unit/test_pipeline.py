@@ -46,17 +46,17 @@ def test_residual_head_changes_only_the_last_latent(pipe):
 
 def test_residual_guidance_scales_only_the_heads_guidance(pipe, monkeypatch):
     seen = []
-    sample = pipe.residual_sampler.sample
+    sample = pipe.loop.backend.residual_sampler.sample
 
     def recording_sample(head, cond, guidance, noise, **kwargs):
         seen.append(guidance)
         return sample(head, cond, guidance, noise, **kwargs)
 
-    monkeypatch.setattr(pipe.residual_sampler, "sample", recording_sample)
+    monkeypatch.setattr(pipe.loop.backend.residual_sampler, "sample", recording_sample)
     full = pipe.generate([PROMPT], seed=3)
     share = pipe.generate([PROMPT], seed=3, residual_guidance=0.25)
-    last = pipe.schedule.num_scales - 1
-    assert seen == [pipe.schedule.guidance(last, pipe.config.sampling.cfg) * r for r in (1.0, 0.25)]
+    last = pipe.loop.schedule.num_scales - 1
+    assert seen == [pipe.loop.schedule.guidance(last, pipe.config.sampling.cfg) * r for r in (1.0, 0.25)]
     assert all(torch.equal(a, b) for a, b in zip(full.ids, share.ids))
     assert not torch.equal(full.residual, share.residual)
     with pytest.raises(ConfigError, match="residual_guidance"):

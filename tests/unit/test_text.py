@@ -1,9 +1,11 @@
+import numpy as np
 import pytest
 import torch
 
 from hart.config import TextEncoderConfig
 from hart.errors import PromptError
-from hart.text import TextContext, WordTextEncoder
+from hart.text import WordTextEncoder
+from hart.portable.spec import NumpyOps, guided_rows
 from hart.portable.words import PAD_ID, WordTokenizer
 
 VOCAB = ("a", "red", "circle", "on", "blue", "background")
@@ -35,13 +37,12 @@ def test_word_encoder_features_ignore_padding_keys():
     assert torch.isfinite(context.hidden).all()
 
 
-def test_unconditional_context_is_harts_null_prompt():
-    context = TextContext(torch.ones(2, 4, 3), torch.tensor([[1, 1, 0, 0], [1, 1, 1, 1]]).bool(),
-                          torch.tensor([[0, 1, 1, 1], [0, 1, 2, 3]]))
-    both = context.with_unconditional()
-    assert both.hidden.shape == (4, 4, 3) and both.hidden[2:].abs().sum() == 0
-    assert both.mask[2:].tolist() == [[True, False, False, False]] * 2
-    assert both.positions[2:].abs().sum() == 0
+def test_unconditional_rows_are_harts_null_prompt():
+    hidden, mask = np.ones((2, 4, 3), dtype=np.float32), np.array([[1, 1, 0, 0], [1, 1, 1, 1]], dtype=bool)
+    rows, rows_mask, positions = guided_rows(NumpyOps(), hidden, mask)
+    assert rows.shape == (4, 4, 3) and np.abs(rows[2:]).sum() == 0 and np.array_equal(rows[:2], hidden)
+    assert rows_mask[2:].tolist() == [[True, False, False, False]] * 2
+    assert positions.tolist() == [[0, 1, 1, 1], [0, 1, 2, 3], [0, 0, 0, 0], [0, 0, 0, 0]]
 
 
 def tiny_qwen2(folder):

@@ -1,0 +1,267 @@
+"""The one generation loop: prompts -> text rows -> next-scale token sampling -> residual -> image.
+
+    text       hidden, mask = encode_text(prompts); rows = [cond; uncond]        (portable.spec)
+    scales     for si, n in patch_nums: logits, hidden = step(si, x, condition, rope(si))
+               guided = guide(logits, cfg * progress[si]); ids = sample(guided, uniforms(seed, si))
+               f_hat, x = update(si, f_hat, ids)                                  (si < K - 1)
+    residual   residual = residual(hidden, ids, noise(seed), cfg * progress[K-1] * share)
+    decode     f_hat = final(f_hat, ids, residual); images = decode(f_hat)
+
+This file is the only place that knows that order. A backend (PyTorch on any device and dtype, ONNX
+Runtime, Core ML, the PyTorch export wrappers) supplies the compute on its own arrays; everything
+between the graphs (settings, guidance, the portable RNG and sampler, forcing ids) happens here, in
+numpy, so every backend draws the same tokens. The web and Swift ports follow this loop step by step
+and replay the golden trace it writes (hart/golden.py). It imports no torch.
+"""
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from hart.config import HARTConfig
+from hart.errors import ConfigError
+from hart.portable import rng
+from hart.portable.sampling import filter_logits, gumbel_weights, sample_categorical
+from hart.portable.scales import ScaleSchedule
+from hart.portable.schedule import diffusion_schedule
+from hart.portable.spec import (ArrayOps, SamplingSettings, guidance_weight, guide, guided_rows,
+                                residual_guidance_weight, rope_offsets, to_uint8)
+from hart.portable.words import check_prompts
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SoftCodes:
+    """HART's optional Gumbel-softmax smoothing: codes = sum_k weights[k] * codebook[candidates[k]]."""
+
+    weights: np.ndarray  # [B, n, K] float32
+    candidates: np.ndarray  # [B, n, K] int64 vocabulary ids
+
+
+class Backend(Protocol):
+    """The compute of one model; arrays are the backend's own (R = 2B guided rows, [cond; uncond]).
+
+    Ids, noise and positions arrive as numpy; logits leave through `candidates` as numpy."""
+
+    ops: ArrayOps
+    soft_codes: bool  # whether `update` and `final` accept Gumbel soft codes
+    max_batch: int | None  # prompts per run (None: any); the loop splits larger batches
+
+    def encode_text(self, prompts: list[str]) -> tuple[Any, np.ndarray]:
+        """-> conditional features [B, T, D] and mask [B, T] bool (numpy)."""
+
+    def condition(self, hidden: Any, mask: np.ndarray) -> tuple[Any, Any]:
+        """Rows' features [R, T, D] and mask -> prefix tokens [R, T, C] and the pooled condition."""
+
+    def begin(self, batch: int) -> Any:
+        """Start a generation of `batch` prompts: empty the KV cache; return f_hat = zeros [B, C_vae, N, N]."""
+
+    def rope(self, scale_index: int, positions: np.ndarray) -> Any:
+        """RoPE tables of one step: text positions [R, T] at scale 0, else the scale's image grid."""
+
+    def step(self, scale_index: int, x: Any, condition: Any, rope: Any) -> tuple[Any, Any]:
+        """One scale through every block (extending the cache) -> logits [R, L, V], hidden [R, L, C]."""
+
+    def candidates(self, guided: Any, top_k: int) -> tuple[np.ndarray, np.ndarray | None]:
+        """Guided logits [B, L, V] -> numpy rows [B*L, K] and their vocabulary ids (None: all V columns)."""
+
+    def update(self, scale_index: int, f_hat: Any, ids: np.ndarray, soft: SoftCodes | None) -> tuple[Any, Any]:
+        """Add scale si's codes to f_hat; -> f_hat and the next scale's input rows [R, n'^2, C]."""
+
+    def residual(self, hidden: Any, ids: np.ndarray, noise: np.ndarray, guidance: float) -> Any:
+        """The residual head's sampling loop -> residual [B, N*N, C_vae]."""
+
+    def final(self, f_hat: Any, ids: np.ndarray, soft: SoftCodes | None, residual: Any | None) -> Any:
+        """The last scale's codes (plus the residual, when given) added without Φ -> f_hat."""
+
+    def decode(self, f_hat: Any) -> Any:
+        """-> images [B, 3, H, W] float32 in [0, 1], on the host."""
+
+    def host(self, array: Any) -> Any:
+        """A result array moved to the host (numpy stays numpy; torch tensors go to the CPU)."""
+
+    def host_ids(self, ids: np.ndarray) -> Any:
+        """Sampled ids [B, n*n] int64 as the backend reports them (numpy, or a CPU tensor)."""
+
+    def synchronize(self) -> None:
+        """Wait for queued device work, so stage timings are true."""
+
+
+@dataclass
+class StageEvent:
+    """Reported after each stage: "text", "scale_<si>", "residual" (or "codes" without it), "decode"."""
+
+    stage: str
+    seconds: float
+    scale_index: int | None = None
+    f_hat: Any = None  # [B, C_vae, N, N] after this scale (coarse-to-fine previews), backend arrays
+
+
+@dataclass
+class Generation:
+    images: Any  # [B, 3, H, W] float32 in [0, 1] on the host (numpy, or a CPU tensor from PyTorch)
+    ids: list[Any]  # per scale [B, n*n] int64: the sampled ids (also when ids were forced)
+    residual: Any | None  # [B, N*N, C_vae] from the residual head, None if disabled
+    seeds: list[int]
+    timings: dict[str, float] = field(default_factory=dict)  # stage -> seconds ("scale_3", "decode", ...)
+    discrete_images: Any | None = None  # the same tokens decoded without the residual (if asked)
+
+    def pil_images(self) -> list:
+        from PIL import Image
+
+        return [Image.fromarray(p) for p in to_uint8(self.images)]
+
+
+class _StageClock:
+    """Times stages (synchronising the device first) and forwards events to a callback and a bar."""
+
+    def __init__(self, backend: Backend, callback: Callable[[StageEvent], None] | None, bar):
+        self.backend, self.callback, self.bar = backend, callback, bar
+        self.timings: dict[str, float] = {}
+        self.started = 0.0
+
+    def start(self) -> None:
+        self.backend.synchronize()
+        self.started = time.perf_counter()
+
+    def stop(self, stage: str, scale_index: int | None = None, f_hat: Any = None) -> None:
+        self.backend.synchronize()
+        seconds = time.perf_counter() - self.started
+        self.timings[stage] = self.timings.get(stage, 0.0) + seconds
+        if self.bar is not None:
+            self.bar.update(1)
+        if self.callback is not None:
+            self.callback(StageEvent(stage, seconds, scale_index, f_hat))
+
+
+class GenerationLoop:
+    """Drives one backend through HART's stages; `generate` is the whole public surface."""
+
+    def __init__(self, config: HARTConfig, backend: Backend):
+        self.config, self.backend = config, backend
+        self.schedule = ScaleSchedule(config.patch_nums, config.text.max_tokens)
+        head = config.residual_head
+        self.residual_steps = diffusion_schedule(head.train_steps, head.sampling_steps).num_steps
+
+    def settings(self, **overrides) -> SamplingSettings:
+        return SamplingSettings.resolve(self.config.sampling, self.schedule.num_scales, **overrides)
+
+    def generate(self, prompts: list[str], seed: int | Sequence[int] = 0, cfg: float | None = None,
+                 top_k: int | Sequence[int] | None = None, top_p: float | None = None,
+                 temperature: float | None = None, gumbel: bool | None = None, residual: bool = True,
+                 residual_guidance: float | None = None, forced_ids: list[np.ndarray] | None = None,
+                 discrete_too: bool = False, progress: bool = False,
+                 callback: Callable[[StageEvent], None] | None = None) -> Generation:
+        """Generate one image per prompt. Unset sampling arguments take the model config's defaults.
+
+        seed: an int (image i uses seed + i) or one seed per prompt. top_k: one value or one per scale
+        (0 keeps the whole vocabulary). residual=False gives HART's discrete-only images.
+        residual_guidance: the residual head's guidance as a share of the last scale's (HART: 1).
+        forced_ids: ids per scale [B, n*n] to continue from instead of the sampled ones (teacher
+        forcing); the result still reports the sampled ids. discrete_too: also decode the same tokens
+        without the residual. callback: sees every stage (with f_hat after each scale, for previews).
+        """
+        prompts = check_prompts(prompts)
+        seeds = rng.resolve_seeds(seed, len(prompts))
+        settings = self.settings(cfg=cfg, top_k=top_k, top_p=top_p, temperature=temperature,
+                                 residual_guidance=residual_guidance, gumbel=gumbel)
+        if settings.gumbel and not self.backend.soft_codes:
+            raise ConfigError("Gumbel soft codes (--gumbel) need the PyTorch backend; exported graphs take hard ids")
+        if forced_ids is not None and len(forced_ids) != self.schedule.num_scales:
+            raise ConfigError(f"forced ids need one array per scale ({self.schedule.num_scales}), got {len(forced_ids)}")
+        step = self.backend.max_batch or len(prompts)
+        bar = None
+        if progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=(self.schedule.num_scales + 3) * -(-len(prompts) // step), desc="hart", unit="stage",
+                       leave=False)
+        clock = _StageClock(self.backend, callback, bar)
+        try:
+            parts = [self._run(prompts[i:i + step], seeds[i:i + step], settings, residual,
+                               None if forced_ids is None else [np.asarray(f)[i:i + step] for f in forced_ids],
+                               discrete_too, clock) for i in range(0, len(prompts), step)]
+        finally:
+            if bar is not None:
+                bar.close()
+        return self._merge(parts, seeds, clock.timings)
+
+    def _run(self, prompts: list[str], seeds: list[int], settings: SamplingSettings, residual: bool,
+             forced_ids: list[np.ndarray] | None, discrete_too: bool, clock: _StageClock) -> Generation:
+        backend, schedule, batch = self.backend, self.schedule, len(prompts)
+        last, vocab = schedule.num_scales - 1, self.config.tokenizer.vocab_size
+        clock.start()
+        hidden, mask = backend.encode_text(prompts)
+        hidden_rows, mask_rows, positions = guided_rows(backend.ops, hidden, mask)
+        x, condition = backend.condition(hidden_rows, mask_rows)
+        clock.stop("text")
+
+        f_hat = backend.begin(batch)
+        sampled, soft = [], None
+        for si, n in enumerate(schedule.patch_nums):
+            clock.start()
+            rope = backend.rope(si, positions if si == 0 else rope_offsets(positions))
+            logits, hidden = backend.step(si, x, condition, rope)
+            if si == 0:
+                logits = logits[:, -1:]  # the first token comes from the last text position
+            guided = guide(logits, guidance_weight(settings.cfg, schedule.progress(si)))
+            values, candidates = backend.candidates(guided, settings.top_k[si])
+            uniforms = rng.token_uniforms(seeds, si, n * n).reshape(-1)
+            ids = sample_categorical(values, uniforms, settings.top_k[si], settings.top_p, settings.temperature,
+                                     candidates, vocab).reshape(batch, n * n)
+            sampled.append(ids)
+            if settings.gumbel:
+                soft = self._soft_codes(values, candidates, seeds, si, settings, batch, n * n)
+            if forced_ids is not None:
+                ids = np.asarray(forced_ids[si], dtype=np.int64).reshape(batch, n * n)
+            if si < last:
+                f_hat, x = backend.update(si, f_hat, ids, soft)
+            clock.stop(f"scale_{si}", si, f_hat if si < last else None)
+
+        clock.start()
+        residual_tokens = None
+        if residual:
+            tokens = schedule.patch_nums[-1] ** 2
+            noise = rng.residual_noise(seeds, self.residual_steps, tokens, self.config.tokenizer.latent_channels)
+            weight = residual_guidance_weight(settings.cfg, schedule.progress(last), settings.residual_guidance)
+            residual_tokens = backend.residual(hidden, ids, noise, weight)
+        f_final = backend.final(f_hat, ids, soft, residual_tokens)
+        clock.stop("residual" if residual else "codes", last, f_final)
+
+        clock.start()
+        images = backend.decode(f_final)
+        discrete = backend.decode(backend.final(f_hat, ids, soft, None)) if discrete_too else None
+        clock.stop("decode")
+        return Generation(images, [backend.host_ids(i) for i in sampled],
+                          None if residual_tokens is None else backend.host(residual_tokens), seeds,
+                          discrete_images=discrete)
+
+    def _soft_codes(self, values: np.ndarray, candidates: np.ndarray | None, seeds: list[int], si: int,
+                    settings: SamplingSettings, batch: int, tokens: int) -> SoftCodes:
+        """Gumbel-softmax weights over the kept candidates (HART's ratio: progress[si])."""
+        vocab = self.config.tokenizer.vocab_size
+        if candidates is None:
+            candidates = np.broadcast_to(np.arange(vocab), values.shape)
+        noise = rng.gumbel_uniforms(seeds, si, candidates.reshape(batch, tokens, -1), vocab)
+        filtered = filter_logits(values, settings.top_k[si], settings.top_p, settings.temperature, vocab)
+        weights = gumbel_weights(filtered, noise.reshape(batch * tokens, -1), self.schedule.progress(si))
+        return SoftCodes(weights.astype(np.float32).reshape(batch, tokens, -1),
+                         np.ascontiguousarray(candidates).reshape(batch, tokens, -1))
+
+    def _merge(self, parts: list[Generation], seeds: list[int], timings: dict[str, float]) -> Generation:
+        if len(parts) == 1:
+            parts[0].timings = timings
+            return parts[0]
+        concat = self.backend.ops.concat
+        first = parts[0]
+
+        def joined(name: str):
+            return None if getattr(first, name) is None else concat([getattr(p, name) for p in parts])
+
+        ids = [concat(list(scale)) for scale in zip(*(p.ids for p in parts))]
+        return Generation(joined("images"), ids, joined("residual"), seeds, timings, joined("discrete_images"))

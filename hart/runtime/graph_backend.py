@@ -1,0 +1,132 @@
+"""The backend of exported graphs for the one loop (hart/loop.py): numpy arrays, no torch.
+
+Subclasses say how to run a graph by name (`run(name, **feeds) -> outputs in graph order`: ONNX
+Runtime sessions, the PyTorch export wrappers); Core ML overrides the calls whose names differ.
+Everything else a graph runtime must do between the graphs lives here once: the prompt's text input
+as the manifest describes it (words, Qwen2 token ids, or seeded random features), the RoPE tables
+from the manifest's inverse frequencies, and the KV cache as explicit past/present arrays.
+"""
+
+from pathlib import Path
+
+import numpy as np
+
+from hart.config import HARTConfig
+from hart.errors import DependencyError
+from hart.loop import SoftCodes
+from hart.portable.random_text import random_text_features
+from hart.portable.rope import image_positions, image_rope, text_rope
+from hart.portable.spec import NumpyOps
+from hart.portable.words import WordTokenizer, check_prompts
+from hart.runtime.manifest import RopeSection, TextSection
+
+
+class Qwen2Tokens:
+    """HART's Qwen2 input: prompt tokens cut to T and right-padded, after the instruction prefix."""
+
+    def __init__(self, text: TextSection, folder: Path):
+        try:
+            from tokenizers import Tokenizer
+        except ImportError:
+            raise DependencyError("models with the Qwen2 text encoder need the tokenizers package") from None
+        self.tokenizer = Tokenizer.from_file(str(folder / text.tokenizer))
+        self.length, self.pad_id = text.max_tokens, text.pad_id
+        self.prefix = np.asarray(text.system_prompt_ids, dtype=np.int64)
+
+    def __call__(self, prompts: list[str]) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+        """-> prompt ids [B, T], mask [B, T] bool and the text graph's feeds (with the prefix)."""
+        rows = [self.tokenizer.encode(p).ids[: self.length] for p in prompts]
+        ids = np.array([r + [self.pad_id] * (self.length - len(r)) for r in rows], dtype=np.int64)
+        mask = ids != self.pad_id
+        prefix = np.broadcast_to(self.prefix, (len(prompts), len(self.prefix)))
+        full = np.concatenate([prefix, ids], axis=1)
+        attention = np.concatenate([np.ones_like(prefix), mask], axis=1).astype(np.int64)
+        positions = np.broadcast_to(np.arange(full.shape[1], dtype=np.int64), full.shape).copy()
+        return ids, mask, {"input_ids": full, "attention_mask": attention, "position_ids": positions}
+
+
+class GraphBackend:
+    """Exported graphs as the loop's backend. R = 2B rows; the KV cache is past/present I/O."""
+
+    ops = NumpyOps()
+    soft_codes = False
+    max_batch: int | None = None
+
+    def __init__(self, config: HARTConfig, text: TextSection, rope: RopeSection, folder: Path | None = None):
+        if text.kind not in ("words", "random", "qwen2") or (text.kind == "qwen2" and not text.tokenizer):
+            raise DependencyError(f"the {text.kind} text encoder is not part of this export; re-export with "
+                                  "--text-encoder pointing at its local folder")
+        self.config, self.text = config, text
+        self.words = WordTokenizer(tuple(text.vocab), text.max_tokens) if text.kind == "words" else None
+        self.qwen2 = Qwen2Tokens(text, folder) if text.kind == "qwen2" else None
+        self.text_inv_freq = np.asarray(rope.text_inv_freq, dtype=np.float32)
+        self.image_inv_freq = np.asarray(rope.image_inv_freq, dtype=np.float32)
+        t = config.transformer
+        self.cache_shape = (t.depth, t.heads, t.head_dim)
+
+    def run(self, name: str, **feeds: np.ndarray) -> list[np.ndarray]:
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------------------- the loop's calls
+    def encode_text(self, prompts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        if self.words is not None:
+            ids, mask = self.words(prompts)
+            return self.run("text_encoder", ids=ids, mask=mask)[0], mask
+        if self.qwen2 is not None:
+            ids, mask, feeds = self.qwen2(check_prompts(prompts))
+            hidden = self.run("text_encoder", **feeds)[0]
+            return hidden[:, -ids.shape[1]:].astype(np.float32), mask
+        # random-weight timing runs: the same seeded features PyTorch's stand-in encoder gives
+        return random_text_features(prompts, self.text.max_tokens, self.text.dim)
+
+    def condition(self, hidden: np.ndarray, mask: np.ndarray):
+        tokens, cond_blocks, cond_head = self.run("condition", hidden=hidden, mask=mask)
+        return tokens, (cond_blocks, cond_head)
+
+    def begin(self, batch: int) -> np.ndarray:
+        depth, heads, head_dim = self.cache_shape
+        self.past_k = self.past_v = np.zeros((depth, 2 * batch, heads, 0, head_dim), dtype=np.float32)
+        size = self.config.latent_size
+        return np.zeros((batch, self.config.tokenizer.latent_channels, size, size), dtype=np.float32)
+
+    def rope(self, scale_index: int, positions: np.ndarray):
+        if scale_index == 0:
+            return text_rope(positions, self.text_inv_freq)
+        grid = image_positions(self.config.patch_nums[scale_index], self.config.latent_size, positions)
+        return image_rope(grid, self.image_inv_freq)
+
+    def step(self, scale_index: int, x: np.ndarray, condition, rope):
+        (cond_blocks, cond_head), (cos, sin) = condition, rope
+        logits, hidden, self.past_k, self.past_v = self.run(
+            "step", x=x, cond_blocks=cond_blocks, cond_head=cond_head, cos=cos, sin=sin, past_k=self.past_k,
+            past_v=self.past_v)
+        return logits, hidden
+
+    def candidates(self, guided: np.ndarray, top_k: int) -> tuple[np.ndarray, None]:
+        return guided.reshape(-1, guided.shape[-1]), None
+
+    def update(self, scale_index: int, f_hat: np.ndarray, ids: np.ndarray, soft: SoftCodes | None):
+        f_hat, next_x = self.run(f"update_{scale_index}", f_hat=f_hat, ids=ids)
+        return f_hat, next_x
+
+    def residual(self, hidden: np.ndarray, ids: np.ndarray, noise: np.ndarray, guidance: float) -> np.ndarray:
+        return self.run("residual", hidden=hidden, ids=ids, noise=noise, guidance=np.array(guidance, dtype=np.float32))[0]
+
+    def final(self, f_hat: np.ndarray, ids: np.ndarray, soft: SoftCodes | None, residual: np.ndarray | None):
+        if residual is None:  # discrete-only: the same graph with a zero residual
+            residual = np.zeros((ids.shape[0], ids.shape[1], self.config.tokenizer.latent_channels), dtype=np.float32)
+        return self.run("update_final", f_hat=f_hat, ids=ids, residual=residual)[0]
+
+    def decode(self, f_hat: np.ndarray) -> np.ndarray:
+        return self.run("decoder", f_hat=f_hat)[0]
+
+    @staticmethod
+    def host(array: np.ndarray) -> np.ndarray:
+        return array
+
+    @staticmethod
+    def host_ids(ids: np.ndarray) -> np.ndarray:
+        return ids
+
+    def synchronize(self) -> None:
+        """Graph runtimes return when their outputs are ready."""
