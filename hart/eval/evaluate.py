@@ -25,8 +25,9 @@ from hart.atomic import atomic_file
 from hart.errors import HartError
 from hart.data.scenes import canonical_caption, image_array, make_scene
 from hart.eval.classifier import ATTRIBUTES, SHIPPED, load_classifier, scene_labels
-from hart.eval.metrics import frechet_distance, psnr
+from hart.eval.metrics import frechet_distance
 from hart.pipeline import HARTPipeline
+from hart.portable.metrics import psnr
 from hart.portable.spec import to_uint8
 
 log = logging.getLogger(__name__)

@@ -1,13 +1,6 @@
-"""Image metrics of the evaluator: PSNR and the Fréchet distance between two feature sets."""
+"""The Fréchet distance between two feature sets (PSNR is hart.portable.metrics.psnr)."""
 
 import numpy as np
-import torch
-
-
-def psnr(images: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
-    """PSNR in dB per image of images in [0, 1] ([B, 3, H, W] each)."""
-    mse = (images.float() - reference.float()).pow(2).flatten(1).mean(1)
-    return 10 * torch.log10(1 / mse.clamp(min=1e-10))
 
 
 def _sqrt_psd(matrix: np.ndarray) -> np.ndarray:

@@ -18,10 +18,10 @@ from hart.config import HARTConfig
 from hart.data.scenes import make_scene
 from hart.export.graphs import GraphSpec
 from hart.pipeline import HARTPipeline
+from hart.portable.metrics import psnr
 from hart.runtime.onnx_pipeline import OnnxPipeline
 
 FP32_THRESHOLDS = {"token_agreement": 0.999, "image_psnr_db_min": 40.0}
-PSNR_CAP = 100.0  # identical images report this instead of infinity
 
 
 def parity_prompts(config: HARTConfig, count: int) -> list[str]:
@@ -65,11 +65,6 @@ def _relative_error(got: np.ndarray, want: np.ndarray) -> float:
     return float(np.linalg.norm(got.astype(np.float64) - want) / max(np.linalg.norm(want), 1e-12))
 
 
-def _psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
-    return PSNR_CAP if mse == 0 else min(PSNR_CAP, 10 * np.log10(1 / mse))
-
-
 def _to_torch(value: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(value))
 
@@ -89,7 +84,7 @@ def measure_parity(model: HARTModel, folder: Path, specs: list[GraphSpec], promp
             equal += int((w.numpy() == g).sum())
             forced_equal += int((w.numpy() == f).sum())
             total += w.numel()
-        psnrs.append(_psnr(got.images, want.images.numpy()))
+        psnrs.append(float(psnr(got.images[None], want.images.numpy()[None])[0]))
 
     graphs = {spec.name: spec for spec in specs}
     errors = {}

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from hart.components import HARTModel
-from hart.config import from_plain
+from hart.strict import from_plain
 from hart.export.graphs import GraphSpec, graph_specs
 from hart.export.manifest import describe_model
 from hart.loop import GenerationLoop

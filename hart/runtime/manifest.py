@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from hart.config import HARTConfig, from_plain
+from hart.config import HARTConfig
+from hart.strict import from_plain
 from hart.errors import CheckpointError, ConfigError
 from hart.portable import rng
 from hart.portable.scales import ScaleSchedule

@@ -11,7 +11,7 @@ import torch
 
 from hart import golden
 from hart.checkpoints import load_pretrained, shipped_weights
-from hart.config import from_plain
+from hart.strict import from_plain
 from hart.export.manifest import describe_model
 from hart.pipeline import HARTPipeline
 from hart.portable.spec import RESIDUAL_GUIDANCE, to_uint8
