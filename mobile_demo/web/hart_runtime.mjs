@@ -52,7 +52,8 @@ export const rng = {
 export function sampleRow(logits, u, topK, topP, temperature) {
   const n = logits.length;
   const z = new Float64Array(n);
-  for (let i = 0; i < n; i++) z[i] = temperature === 1 ? logits[i] : Math.fround(logits[i] / temperature);
+  const t32 = Math.fround(temperature); // float32 / float32, as numpy does: exact in double, then rounded once
+  for (let i = 0; i < n; i++) z[i] = temperature === 1 ? logits[i] : Math.fround(logits[i] / t32);
   if (topK > 0 && topK < n) {
     const kth = Float64Array.from(z).sort()[n - topK];
     for (let i = 0; i < n; i++) if (z[i] < kth) z[i] = -Infinity;
