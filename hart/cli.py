@@ -120,7 +120,7 @@ def _build_parser() -> argparse.ArgumentParser:
                             help="onnx: --model is an ONNX export folder (e.g. OUT/int8)")
     evaluation.add_argument("--classifier", metavar="DIR", help="scene classifier folder (default: the shipped one)")
 
-    export = commands.add_parser("export", help="export a model for onnxruntime or Core ML")
+    export = commands.add_parser("export", help="export a model for onnxruntime or Core ML (also: python -m export)")
     formats = export.add_subparsers(dest="format", required=True, parser_class=_Parser)
     onnx_parser = formats.add_parser("onnx", help="ONNX graphs + manifest.json per precision")
     onnx_parser.add_argument("--model", default="tiny", help="preset name or model folder (default tiny)")
@@ -197,7 +197,7 @@ def _generate(args: argparse.Namespace) -> None:
         from hart.pipeline import HARTPipeline
 
         pipe = HARTPipeline.from_pretrained(args.model, args.device, args.dtype, args.text_encoder)
-        result = pipe.generate(prompts, seed=seeds, gumbel=args.gumbel or None, progress=True, **sampling)
+        result = pipe.generate(prompts, seed=seeds, gumbel=args.gumbel or None, show_progress=True, **sampling)
         where = f"{pipe.device}, {args.dtype}"
     for image, path, seed, prompt in zip(result.pil_images(), paths, seeds, prompts):
         with atomic_file(path) as tmp:
@@ -312,8 +312,8 @@ def _export(args: argparse.Namespace) -> None:
         out = export_coreml(load_pretrained(args.model, args.text_encoder), args.out, modes, args.overwrite)
         for mode in modes:
             manifest = read_manifest(out / mode, verify=False)
-            size = sum(manifest["coreml"]["package_bytes"].values())
-            worst = max(manifest["coreml"]["simulated_relative_error"].values())
+            size = sum(manifest.coreml["package_bytes"].values())
+            worst = max(manifest.coreml["simulated_relative_error"].values())
             print(f"{out / mode}: {size / 2**20:.1f} MiB of packages; simulated worst component error {worst:.2e}")
         print(f"exported in {time.perf_counter() - started:.0f} s")
         return
@@ -329,8 +329,8 @@ def _export(args: argparse.Namespace) -> None:
                       args.overwrite, text_encoder_dir=qwen2)
     for precision in precisions:
         manifest = read_manifest(out / precision, verify=False)
-        size = sum(f["bytes"] for f in manifest["files"].values())
-        print(f"{out / precision}: {size / 2**20:.1f} MiB; {manifest['parity']['summary']}")
+        size = sum(f.bytes for f in manifest.files.values())
+        print(f"{out / precision}: {size / 2**20:.1f} MiB; {manifest.parity['summary']}")
     print(f"exported in {time.perf_counter() - started:.0f} s")
 
 

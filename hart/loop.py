@@ -55,7 +55,7 @@ class Backend(Protocol):
     def encode_text(self, prompts: list[str]) -> tuple[Any, np.ndarray]:
         """-> conditional features [B, T, D] and mask [B, T] bool (numpy)."""
 
-    def condition(self, hidden: Any, mask: np.ndarray) -> tuple[Any, Any]:
+    def condition(self, features: Any, mask: np.ndarray) -> tuple[Any, Any]:
         """Rows' features [R, T, D] and mask -> prefix tokens [R, T, C] and the pooled condition."""
 
     def begin(self, batch: int) -> Any:
@@ -73,7 +73,7 @@ class Backend(Protocol):
     def update(self, scale_index: int, f_hat: Any, ids: np.ndarray, soft: SoftCodes | None) -> tuple[Any, Any]:
         """Add scale si's codes to f_hat; -> f_hat and the next scale's input rows [R, n'^2, C]."""
 
-    def residual(self, hidden: Any, ids: np.ndarray, noise: np.ndarray, guidance: float) -> Any:
+    def sample_residual(self, hidden: Any, ids: np.ndarray, noise: np.ndarray, guidance: float) -> Any:
         """The residual head's sampling loop -> residual [B, N*N, C_vae]."""
 
     def final(self, f_hat: Any, ids: np.ndarray, soft: SoftCodes | None, residual: Any | None) -> Any:
@@ -155,7 +155,7 @@ class GenerationLoop:
                  top_k: int | Sequence[int] | None = None, top_p: float | None = None,
                  temperature: float | None = None, gumbel: bool | None = None, residual: bool = True,
                  residual_guidance: float | None = None, forced_ids: list[np.ndarray] | None = None,
-                 discrete_too: bool = False, progress: bool = False,
+                 discrete_too: bool = False, show_progress: bool = False,
                  callback: Callable[[StageEvent], None] | None = None) -> Generation:
         """Generate one image per prompt. Unset sampling arguments take the model config's defaults.
 
@@ -165,6 +165,7 @@ class GenerationLoop:
         forced_ids: ids per scale [B, n*n] to continue from instead of the sampled ones (teacher
         forcing); the result still reports the sampled ids. discrete_too: also decode the same tokens
         without the residual. callback: sees every stage (with f_hat after each scale, for previews).
+        show_progress: a progress bar over the stages.
         """
         prompts = check_prompts(prompts)
         seeds = rng.resolve_seeds(seed, len(prompts))
@@ -176,7 +177,7 @@ class GenerationLoop:
             raise ConfigError(f"forced ids need one array per scale ({self.schedule.num_scales}), got {len(forced_ids)}")
         step = self.backend.max_batch or len(prompts)
         bar = None
-        if progress:
+        if show_progress:
             from tqdm.auto import tqdm
 
             bar = tqdm(total=(self.schedule.num_scales + 3) * -(-len(prompts) // step), desc="hart", unit="stage",
@@ -196,9 +197,9 @@ class GenerationLoop:
         backend, schedule, batch = self.backend, self.schedule, len(prompts)
         last, vocab = schedule.num_scales - 1, self.config.tokenizer.vocab_size
         clock.start()
-        hidden, mask = backend.encode_text(prompts)
-        hidden_rows, mask_rows, positions = guided_rows(backend.ops, hidden, mask)
-        x, condition = backend.condition(hidden_rows, mask_rows)
+        features, mask = backend.encode_text(prompts)
+        feature_rows, mask_rows, positions = guided_rows(backend.ops, features, mask)
+        x, condition = backend.condition(feature_rows, mask_rows)
         clock.stop("text")
 
         f_hat = backend.begin(batch)
@@ -229,7 +230,7 @@ class GenerationLoop:
             tokens = schedule.patch_nums[-1] ** 2
             noise = rng.residual_noise(seeds, self.residual_steps, tokens, self.config.tokenizer.latent_channels)
             weight = residual_guidance_weight(settings.cfg, schedule.progress(last), settings.residual_guidance)
-            residual_tokens = backend.residual(hidden, ids, noise, weight)
+            residual_tokens = backend.sample_residual(hidden, ids, noise, weight)
         f_final = backend.final(f_hat, ids, soft, residual_tokens)
         clock.stop("residual" if residual else "codes", last, f_final)
 

@@ -58,8 +58,8 @@ class TorchBackend:
         context = self.model.text_encoder.encode(prompts)
         return context.hidden.to(self.device), context.mask.cpu().numpy()
 
-    def condition(self, hidden: torch.Tensor, mask: np.ndarray):
-        return self.transformer.embed_context(hidden.to(self.dtype), torch.from_numpy(mask).to(self.device))
+    def condition(self, features: torch.Tensor, mask: np.ndarray):
+        return self.transformer.embed_context(features.to(self.dtype), torch.from_numpy(mask).to(self.device))
 
     def begin(self, batch: int) -> torch.Tensor:
         t, config = self.model.config.transformer, self.model.config
@@ -93,7 +93,7 @@ class TorchBackend:
         next_input = self.quantizer.next_input(f_hat, scale_index + 1).to(self.dtype)
         return f_hat, self.transformer.embed_scale(next_input, scale_index + 1).repeat(2, 1, 1)
 
-    def residual(self, hidden: torch.Tensor, ids: np.ndarray, noise: np.ndarray, guidance: float) -> torch.Tensor:
+    def sample_residual(self, hidden: torch.Tensor, ids: np.ndarray, noise: np.ndarray, guidance: float) -> torch.Tensor:
         codes = self.quantizer.codebook(self._ids(ids))  # hard codes condition the head, also with Gumbel on
         rows = self.transformer.residual_condition(hidden, codes.to(self.dtype).repeat(2, 1, 1))
         residual = self.residual_sampler.sample(self.model.residual_head, rows.flatten(0, 1), guidance,

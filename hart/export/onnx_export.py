@@ -136,7 +136,7 @@ def export_onnx(model: HARTModel, out: str | Path, precisions: tuple[str, ...] =
         def manifest(folder: Path, precision: str, parity=None, options=None) -> dict:
             built = build_manifest(model, folder, precision, specs, parity, options)
             if text is not None:
-                built["text"] = text
+                built["text"] = {**built["text"], **text}
                 built["graphs"] = {"text_encoder": {"file": QWEN_GRAPH, "description": "Qwen2 (optimum export)",
                                                     **graph_io(folder / QWEN_GRAPH)}, **built["graphs"]}
             return built

@@ -39,7 +39,7 @@ def export_qwen2_text_encoder(qwen_dir: str | Path, target: Path, config: TextEn
     tokenizer = AutoTokenizer.from_pretrained(qwen_dir, local_files_only=True)
     prefix = tokenizer(HART_SYSTEM_PROMPT, padding="longest", max_length=config.max_tokens, truncation=True).input_ids
     return {
-        "kind": "qwen2", "max_tokens": config.max_tokens, "dim": config.dim, "tokenizer": f"{FOLDER}/tokenizer.json",
+        "kind": "qwen2", "max_tokens": config.max_tokens, "dim": config.dim, "tokenizer_json": f"{FOLDER}/tokenizer.json",
         "pad_id": tokenizer.pad_token_id, "system_prompt_ids": prefix if config.system_prompt else [],
         "tokenization": "tokenizers' encode(prompt) (special tokens as the tokenizer adds them), cut to max_tokens, "
                         "right-padded with pad_id; mask = id != pad_id; the graph sees system_prompt_ids + ids with "

@@ -49,8 +49,8 @@ class CoreMLBackend(GraphBackend):
         feeds = {k: _int32(v) if v.dtype in (np.int64, np.bool_) else v for k, v in feeds.items()}
         return list(self.models[name].predict(feeds).values())
 
-    def condition(self, hidden, mask):
-        out = self.models["condition"].predict({"hidden": hidden, "mask": _int32(mask)})
+    def condition(self, features, mask):
+        out = self.models["condition"].predict({"hidden": features, "mask": _int32(mask)})
         return out["tokens"], (out["cond_blocks"], out["cond_head"])
 
     def begin(self, batch: int) -> np.ndarray:
@@ -72,7 +72,7 @@ class CoreMLBackend(GraphBackend):
             residual = np.zeros((ids.shape[0], ids.shape[1], self.config.tokenizer.latent_channels), dtype=np.float32)
         return self.updates["final"].predict({"f_hat": f_hat, "ids": _int32(ids), "residual": residual})["f_hat_out"]
 
-    def residual(self, hidden, ids, noise, guidance):
+    def sample_residual(self, hidden, ids, noise, guidance):
         return self.models["residual"].predict({"hidden": hidden, "ids": _int32(ids), "noise": noise,
                                                 "guidance": np.array([guidance], dtype=np.float32)})["residual"]
 

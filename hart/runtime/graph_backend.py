@@ -29,13 +29,13 @@ class Qwen2Tokens:
             from tokenizers import Tokenizer
         except ImportError:
             raise DependencyError("models with the Qwen2 text encoder need the tokenizers package") from None
-        self.tokenizer = Tokenizer.from_file(str(folder / text.tokenizer))
+        self.words = Tokenizer.from_file(str(folder / text.tokenizer_json))
         self.length, self.pad_id = text.max_tokens, text.pad_id
         self.prefix = np.asarray(text.system_prompt_ids, dtype=np.int64)
 
     def __call__(self, prompts: list[str]) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
         """-> prompt ids [B, T], mask [B, T] bool and the text graph's feeds (with the prefix)."""
-        rows = [self.tokenizer.encode(p).ids[: self.length] for p in prompts]
+        rows = [self.words.encode(p).ids[: self.length] for p in prompts]
         ids = np.array([r + [self.pad_id] * (self.length - len(r)) for r in rows], dtype=np.int64)
         mask = ids != self.pad_id
         prefix = np.broadcast_to(self.prefix, (len(prompts), len(self.prefix)))
@@ -53,7 +53,7 @@ class GraphBackend:
     max_batch: int | None = None
 
     def __init__(self, config: HARTConfig, text: TextSection, rope: RopeSection, folder: Path | None = None):
-        if text.kind not in ("words", "random", "qwen2") or (text.kind == "qwen2" and not text.tokenizer):
+        if text.kind not in ("words", "random", "qwen2") or (text.kind == "qwen2" and not text.tokenizer_json):
             raise DependencyError(f"the {text.kind} text encoder is not part of this export; re-export with "
                                   "--text-encoder pointing at its local folder")
         self.config, self.text = config, text
@@ -79,8 +79,8 @@ class GraphBackend:
         # random-weight timing runs: the same seeded features PyTorch's stand-in encoder gives
         return random_text_features(prompts, self.text.max_tokens, self.text.dim)
 
-    def condition(self, hidden: np.ndarray, mask: np.ndarray):
-        tokens, cond_blocks, cond_head = self.run("condition", hidden=hidden, mask=mask)
+    def condition(self, features: np.ndarray, mask: np.ndarray):
+        tokens, cond_blocks, cond_head = self.run("condition", hidden=features, mask=mask)
         return tokens, (cond_blocks, cond_head)
 
     def begin(self, batch: int) -> np.ndarray:
@@ -109,7 +109,7 @@ class GraphBackend:
         f_hat, next_x = self.run(f"update_{scale_index}", f_hat=f_hat, ids=ids)
         return f_hat, next_x
 
-    def residual(self, hidden: np.ndarray, ids: np.ndarray, noise: np.ndarray, guidance: float) -> np.ndarray:
+    def sample_residual(self, hidden: np.ndarray, ids: np.ndarray, noise: np.ndarray, guidance: float) -> np.ndarray:
         return self.run("residual", hidden=hidden, ids=ids, noise=noise, guidance=np.array(guidance, dtype=np.float32))[0]
 
     def final(self, f_hat: np.ndarray, ids: np.ndarray, soft: SoftCodes | None, residual: np.ndarray | None):

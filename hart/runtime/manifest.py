@@ -46,7 +46,7 @@ class TextSection:
     pad_id: int = 0
     unknown_id: int | None = None  # words: reserved for unknown words, never produced (they are refused)
     tokenization: str = ""
-    tokenizer: str = ""  # qwen2: tokenizer.json inside the folder
+    tokenizer_json: str = ""  # qwen2: the word tokenizer (tokenizer.json) inside the folder
     system_prompt_ids: tuple[int, ...] = ()  # qwen2: HART's instruction prefix, fed before the prompt ids
     system_prompt: str = ""
     features: str = ""  # random
@@ -177,10 +177,10 @@ class Manifest:
             check_relative(entry.file, f"{source} graphs.{name}.file")
             if entry.file not in self.files and not any(f.startswith(entry.file.rstrip("/") + "/") for f in self.files):
                 raise ConfigError(f"{source} graphs.{name}.file {entry.file!r} is not listed under files with its sha256")
-        if self.text.tokenizer:
-            check_relative(self.text.tokenizer, f"{source} text.tokenizer")
-            if self.text.tokenizer not in self.files:
-                raise ConfigError(f"{source} text.tokenizer {self.text.tokenizer!r} is not listed under files")
+        if self.text.tokenizer_json:
+            check_relative(self.text.tokenizer_json, f"{source} text.tokenizer_json")
+            if self.text.tokenizer_json not in self.files:
+                raise ConfigError(f"{source} text.tokenizer_json {self.text.tokenizer_json!r} is not listed under files")
         for name in self.files:
             check_relative(name, f"{source} files")
 

@@ -39,14 +39,14 @@ class Qwen2TextEncoder:
             raise CheckpointError(f"{path} is not a Qwen2 model folder (no config.json); pass the local "
                                   "Qwen2-VL-1.5B-Instruct folder with --text-encoder")
         self.config = config
-        self.tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+        self.words = AutoTokenizer.from_pretrained(path, local_files_only=True)
         self.model = AutoModel.from_pretrained(path, local_files_only=True).to(device=device, dtype=dtype).eval()
         if self.model.config.hidden_size != config.dim:
             raise CheckpointError(f"{path} has hidden size {self.model.config.hidden_size}; the transformer expects "
                                   f"text.dim={config.dim}")
 
     def _token_ids(self, text: str, padding: str) -> torch.Tensor:
-        return self.tokenizer(text, return_tensors="pt", padding=padding, max_length=self.config.max_tokens,
+        return self.words(text, return_tensors="pt", padding=padding, max_length=self.config.max_tokens,
                               truncation=True).input_ids[0]
 
     @torch.no_grad()
@@ -54,7 +54,7 @@ class Qwen2TextEncoder:
         prompts = check_prompts(prompts)
         device = self.model.device
         tokens = torch.stack([self._token_ids(p, "max_length") for p in prompts]).to(device)  # [B, T]
-        mask = tokens != self.tokenizer.pad_token_id
+        mask = tokens != self.words.pad_token_id
         if self.config.system_prompt:
             prefix = self._token_ids(HART_SYSTEM_PROMPT, "longest").to(device).expand(len(prompts), -1)
             inputs = torch.cat((prefix, tokens), dim=1)

@@ -38,8 +38,8 @@ class EncoderLayer(nn.Module):
 class WordTextEncoder(nn.Module):
     def __init__(self, config: TextEncoderConfig):
         super().__init__()
-        self.tokenizer = WordTokenizer(config.vocab, config.max_tokens)
-        self.embed = nn.Embedding(self.tokenizer.size, config.dim)
+        self.words = WordTokenizer(config.vocab, config.max_tokens)
+        self.embed = nn.Embedding(self.words.size, config.dim)
         self.position = nn.Parameter(torch.zeros(config.max_tokens, config.dim))
         nn.init.normal_(self.position, std=0.02)
         self.layers = nn.ModuleList(EncoderLayer(config.dim, config.heads) for _ in range(config.layers))
@@ -54,7 +54,7 @@ class WordTextEncoder(nn.Module):
         return self.norm(x)
 
     def encode(self, prompts: list[str]) -> TextContext:
-        ids, mask = self.tokenizer(prompts)
+        ids, mask = self.words(prompts)
         device = self.embed.weight.device
         ids, mask = torch.from_numpy(ids).to(device), torch.from_numpy(mask).to(device)
         return TextContext(self.forward(ids, mask).float(), mask, positions_from_mask(mask))
