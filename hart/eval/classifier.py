@@ -19,8 +19,12 @@ from hart.atomic import atomic_directory
 from hart.checkpoints.io import load_strict, read_safetensors
 from hart.data.scenes import BACKGROUNDS, COLORS, POSITIONS, SHAPES, SIZES, Scene
 from hart.errors import CheckpointError
-from hart.train.common import (RunFolder, Steps, TrainSettings, average, check_resume, end_process, scene_batches,
-                               seed_everything, set_learning_rate, settings_dict, start_process)
+from hart.train.batches import scene_batches
+from hart.train.lr_schedule import set_learning_rate
+from hart.train.process import average, end_process, seed_everything, start_process
+from hart.train.run_folder import RunFolder, check_resume
+from hart.train.settings import TrainSettings, settings_dict
+from hart.train.steps import Steps
 
 log = logging.getLogger(__name__)
 

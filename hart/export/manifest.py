@@ -62,21 +62,42 @@ def _floats(values) -> list[float]:
     return [float(v) for v in np.asarray(values, dtype=np.float32)]
 
 
-def build_manifest(model: HARTModel, folder: Path, precision: str, specs: list[GraphSpec],
-                   parity: dict | None = None, options: dict | None = None) -> dict:
-    """The manifest of an ONNX export folder (graphs read back from the files themselves)."""
+def _manifest(model: HARTModel, precision: str, exporter: dict, graphs: dict, **sections) -> dict:
+    """What every export's manifest holds; `files` is filled in by write_manifest."""
     return {
         "format": MANIFEST_FORMAT, "format_version": MANIFEST_VERSION, "precision": precision,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "exporter": {"hart": hart.__version__, "torch": torch.__version__, "onnx": onnx.__version__,
-                     "onnxruntime": _onnxruntime_version(), "opset": 20},
-        **describe_model(model),
-        "graphs": {spec.name: {"file": f"{spec.name}.onnx", "description": spec.description,
-                               **graph_io(folder / f"{spec.name}.onnx")} for spec in specs},
-        "options": options or {},
-        "parity": parity,
-        "files": {},
+        "exporter": {"hart": hart.__version__, "torch": torch.__version__, "numpy": np.__version__, **exporter},
+        **describe_model(model), "graphs": graphs, **sections, "files": {},
     }
+
+
+def build_manifest(model: HARTModel, folder: Path, precision: str, specs: list[GraphSpec],
+                   parity: dict | None = None, options: dict | None = None) -> dict:
+    """The manifest of an ONNX export folder (graphs read back from the files themselves)."""
+    graphs = {spec.name: {"file": f"{spec.name}.onnx", "description": spec.description,
+                          **graph_io(folder / f"{spec.name}.onnx")} for spec in specs}
+    exporter = {"onnx": onnx.__version__, "onnxruntime": _onnxruntime_version(), "opset": 20}
+    return _manifest(model, precision, exporter, graphs, options=options or {}, parity=parity)
+
+
+def build_coreml_manifest(model: HARTModel, compression: str, graphs: dict, coreml: dict,
+                          coremltools_version: str) -> dict:
+    """The manifest of a Core ML export folder: the same sections plus `coreml` (how the packages
+    differ from the ONNX graphs, sizes and simulated errors)."""
+    coreml = {
+        "batch": "one prompt (2 guided rows); run images one after another",
+        "compute_precision": "float16",
+        "minimum_deployment_target": {name: ("iOS18" if name == "step" or compression == "int4-block" else "iOS17")
+                                      for name in graphs},
+        "compression": compression, **coreml,
+        "loop": "as `loop`, except: step is function scale_<si> of step.mlpackage with state k_cache/v_cache (make "
+                "one state per image, pass it to every scale); update_<si> is function scale_<si> and update_final "
+                "is function final of update.mlpackage; ids and masks are int32; guidance is [1]",
+    }
+    return _manifest(model, f"coreml-{compression}", {"coremltools": coremltools_version}, graphs, coreml=coreml,
+                     parity={"macos_only": "Core ML prediction runs on macOS only; see "
+                                           "tests/integration/test_export_coreml.py"})
 
 
 def describe_model(model: HARTModel) -> dict:

@@ -1,6 +1,6 @@
-"""Sampling in torch: guided token sampling on top of the portable sampler, and the residual sampler."""
+"""Sampling in torch: the residual head's sampler and its diffusion (token sampling is portable: hart.loop)."""
 
+from hart.sampling.diffusion import Diffusion
 from hart.sampling.residual import ResidualSampler
-from hart.sampling.tokens import SampledScale, guide, sample_scale
 
-__all__ = ["ResidualSampler", "SampledScale", "guide", "sample_scale"]
+__all__ = ["Diffusion", "ResidualSampler"]

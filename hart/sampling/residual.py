@@ -12,37 +12,19 @@ import torch
 from hart.config import ResidualHeadConfig
 from hart.models.residual_head import ResidualHead
 from hart.portable.schedule import DiffusionSchedule, diffusion_schedule
+from hart.sampling.diffusion import Diffusion
 
 
 class ResidualSampler:
     def __init__(self, config: ResidualHeadConfig):
         self.schedule: DiffusionSchedule = diffusion_schedule(config.train_steps, config.sampling_steps)
+        self.diffusion = Diffusion(self.schedule)
         self.latent_scale = config.latent_scale
         self.clip_denoised = config.clip_denoised
 
     @property
     def num_steps(self) -> int:
         return self.schedule.num_steps
-
-    def coefficients(self, step: int) -> dict[str, float]:
-        """The float32 constants of respaced step `step`, as Python floats (exactly representable)."""
-        return {name: float(getattr(self.schedule, name)[step]) for name in (
-            "sqrt_recip_alphas_cumprod", "sqrt_recipm1_alphas_cumprod", "posterior_mean_coef1",
-            "posterior_mean_coef2", "log_betas", "posterior_log_variance_clipped")}
-
-    def step(self, x: torch.Tensor, eps: torch.Tensor, variance: torch.Tensor, step: int,
-             noise: torch.Tensor | None, temperature: float = 1.0) -> torch.Tensor:
-        """One reverse step from respaced step `step` (x, eps, variance [N, C]; noise None at step 0)."""
-        c = self.coefficients(step)
-        x0 = c["sqrt_recip_alphas_cumprod"] * x - c["sqrt_recipm1_alphas_cumprod"] * eps
-        if self.clip_denoised:
-            x0 = x0.clamp(-1, 1)
-        mean = c["posterior_mean_coef1"] * x0 + c["posterior_mean_coef2"] * x
-        if noise is None:
-            return mean
-        frac = (variance + 1) / 2
-        log_variance = frac * c["log_betas"] + (1 - frac) * c["posterior_log_variance_clipped"]
-        return mean + torch.exp(0.5 * log_variance) * noise * temperature
 
     @torch.no_grad()
     def sample(self, head: ResidualHead, cond: torch.Tensor, guidance: float | torch.Tensor, noise: torch.Tensor,
@@ -71,5 +53,5 @@ class ResidualSampler:
             if guided:
                 eps = eps * (1 + guidance) - guidance * out[n:, :head.latent_channels]
             step_noise = noise[k + 1].float() if step > 0 else None
-            x = self.step(x, eps, variance, step, step_noise, temperature)
+            x = self.diffusion.step(x, eps, variance, step, step_noise, temperature, self.clip_denoised)
         return x * self.latent_scale

@@ -24,11 +24,16 @@ from hart.config import HARTConfig
 from hart.errors import HartError
 from hart.models import HARTTransformer, ResidualHead
 from hart.portable.schedule import diffusion_schedule
+from hart.portable.spec import unconditional_mask
 from hart.text.base import positions_from_mask
 from hart.text.words import WordTextEncoder
-from hart.train.common import (RunFolder, Steps, TrainSettings, average, check_resume, end_process, scene_batches,
-                               seed_everything, set_learning_rate, settings_dict, start_process)
+from hart.train.batches import scene_batches
 from hart.train.diffusion_loss import DiffusionLoss
+from hart.train.lr_schedule import set_learning_rate
+from hart.train.process import average, end_process, seed_everything, start_process
+from hart.train.run_folder import RunFolder, check_resume
+from hart.train.settings import TrainSettings, settings_dict
+from hart.train.steps import Steps
 from hart.train.tokenizer import load_tokenizer
 
 log = logging.getLogger(__name__)
@@ -68,8 +73,7 @@ class GeneratorStep(nn.Module):
     def forward(self, text_ids, text_mask, dropped, scale_inputs, targets, last_latent, gumbel, steps, noise):
         hidden = self.text_encoder(text_ids, text_mask)
         positions = positions_from_mask(text_mask)
-        null_mask = torch.zeros_like(text_mask)
-        null_mask[:, 0] = True
+        null_mask = torch.from_numpy(unconditional_mask(text_mask.cpu().numpy())).to(text_mask.device)
         hidden = torch.where(dropped[:, None, None], torch.zeros_like(hidden), hidden)
         mask = torch.where(dropped[:, None], null_mask, text_mask)
         positions = torch.where(dropped[:, None], torch.zeros_like(positions), positions)

@@ -22,10 +22,15 @@ from hart.checkpoints.io import CONFIG_FILE, load_strict, read_safetensors, weig
 from hart.components import build_networks
 from hart.config import HARTConfig
 from hart.errors import HartError
+from hart.portable.metrics import psnr
 from hart.tokenizer import HybridTokenizer
 from hart.tokenizer.quantizer import grid_to_tokens
-from hart.train.common import (Process, RunFolder, Steps, TrainSettings, average, check_resume, end_process,
-                               scene_batches, seed_everything, set_learning_rate, settings_dict, start_process, summed)
+from hart.train.batches import scene_batches
+from hart.train.lr_schedule import set_learning_rate
+from hart.train.process import Process, average, end_process, seed_everything, start_process, summed
+from hart.train.run_folder import RunFolder, check_resume
+from hart.train.settings import TrainSettings, settings_dict
+from hart.train.steps import Steps
 
 log = logging.getLogger(__name__)
 KIND = "tokenizer"
@@ -83,15 +88,15 @@ def reconstruction_loss(reconstruction: torch.Tensor, images: torch.Tensor) -> t
     return per_image.mean()
 
 
-def psnr(reconstruction: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
-    """PSNR in dB per image [B] of images in [0, 1] (reconstructions given in [-1, 1])."""
-    mse = ((reconstruction.clamp(-1, 1) + 1) / 2 - images).pow(2).flatten(1).mean(1)
-    return 10 * torch.log10(1 / mse.clamp(min=1e-10))
+def reconstruction_psnr(reconstruction: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
+    """PSNR in dB per image [B] of images in [0, 1] (reconstructions given in [-1, 1]), on their device."""
+    pixels = ((reconstruction.clamp(-1, 1) + 1) / 2).detach().float().cpu()
+    return torch.from_numpy(psnr(pixels, images.detach().float().cpu())).to(images.device)
 
 
 def _psnr_by_decoding(reconstruction: torch.Tensor, images: torch.Tensor, hybrid: torch.Tensor) -> dict:
     """Mean PSNR of the discrete-only and the hybrid decodings of a batch, over every process."""
-    values = psnr(reconstruction, images)
+    values = reconstruction_psnr(reconstruction, images)
     sums = summed(torch.stack([values[~hybrid].sum(), (~hybrid).sum(), values[hybrid].sum(), hybrid.sum()]))
     return {"psnr_discrete": (sums[0] / sums[1]).item() if sums[1] else None,
             "psnr_hybrid": (sums[2] / sums[3]).item() if sums[3] else None}

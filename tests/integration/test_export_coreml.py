@@ -26,45 +26,45 @@ def spec_of(folder, package, function=None):
 def test_every_mode_has_the_packages_and_io_the_manifest_names(export):
     for mode in COMPRESSIONS:
         manifest = read_manifest(export / mode)
-        graphs = manifest["graphs"]
+        graphs = manifest.graphs
         assert set(graphs) == {"text_encoder", "condition", "step", "update", "residual", "decoder"}
         for name in ("text_encoder", "condition", "residual", "decoder"):
-            description = spec_of(export / mode, graphs[name]["file"]).description
-            assert [i.name for i in description.input] == [i["name"] for i in graphs[name]["inputs"]]
-            assert [o.name for o in description.output] == graphs[name]["outputs"]
-        patch_nums = manifest["schedule"]["patch_nums"]
-        assert [f["name"] for f in graphs["update"]["functions"]] == [f"scale_{si}" for si in
+            description = spec_of(export / mode, graphs[name].file).description
+            assert [i.name for i in description.input] == [i["name"] for i in graphs[name].inputs]
+            assert [o.name for o in description.output] == graphs[name].outputs
+        patch_nums = manifest.schedule.patch_nums
+        assert [f["name"] for f in graphs["update"].functions] == [f"scale_{si}" for si in
                                                                      range(len(patch_nums) - 1)] + ["final"]
 
 
 def test_step_functions_are_static_and_share_the_cache_state(export):
     manifest = read_manifest(export / "none")
-    config, step = manifest["model"]["config"], manifest["graphs"]["step"]
+    config, step = manifest.model.config, manifest.graphs["step"]
     t = config["transformer"]
-    for si, function in enumerate(step["functions"]):
-        functions = spec_of(export / "none", step["file"], function["name"]).description.functions
+    for si, function in enumerate(step.functions):
+        functions = spec_of(export / "none", step.file, function["name"]).description.functions
         description = next(f for f in functions if f.name == function["name"])  # a multifunction package
         inputs = {i.name: i.type.multiArrayType for i in description.input}
         assert list(inputs) == ["x", "cond_blocks", "cond_head", "cos", "sin"]
-        assert list(inputs["x"].shape) == [2, manifest["schedule"]["step_lengths"][si], t["width"]]
+        assert list(inputs["x"].shape) == [2, manifest.schedule.step_lengths[si], t["width"]]
         assert inputs["x"].dataType == ct.proto.FeatureTypes_pb2.ArrayFeatureType.FLOAT32
         states = {s.name: list(s.type.stateType.arrayType.shape) for s in description.state}
-        assert states == {"k_cache": step["states"][0]["shape"], "v_cache": step["states"][1]["shape"]}
-        assert step["states"][0]["shape"] == [t["depth"], 2, t["heads"], manifest["schedule"]["context_tokens"]
-                                              + sum(p * p for p in manifest["schedule"]["patch_nums"][1:]),
+        assert states == {"k_cache": step.states[0]["shape"], "v_cache": step.states[1]["shape"]}
+        assert step.states[0]["shape"] == [t["depth"], 2, t["heads"], manifest.schedule.context_tokens
+                                              + sum(p * p for p in manifest.schedule.patch_nums[1:]),
                                               t["width"] // t["heads"]]
 
 
 def test_each_mode_shrinks_the_weights_as_expected(export):
-    sizes = {mode: read_manifest(export / mode)["coreml"]["package_bytes"] for mode in COMPRESSIONS}
+    sizes = {mode: read_manifest(export / mode).coreml["package_bytes"] for mode in COMPRESSIONS}
     weights = {mode: sizes[mode]["step.mlpackage"] + sizes[mode]["decoder.mlpackage"] for mode in COMPRESSIONS}
     assert weights["int8"] < 0.62 * weights["none"]  # 16 -> 8 bits
     assert weights["palette6"] < 0.9 * weights["int8"]  # 8 -> 6 bits
     assert weights["int4-block"] < 0.85 * weights["palette6"]  # 6 -> 4 bits + block scales
     for mode in COMPRESSIONS:
-        errors = read_manifest(export / mode)["coreml"]["simulated_relative_error"]
+        errors = read_manifest(export / mode).coreml["simulated_relative_error"]
         assert set(errors) >= {"step", "residual", "decoder"} and all(0 <= e < 0.5 for e in errors.values())
-    none, int4 = (read_manifest(export / m)["coreml"]["simulated_relative_error"]["step"] for m in ("none", "int4-block"))
+    none, int4 = (read_manifest(export / m).coreml["simulated_relative_error"]["step"] for m in ("none", "int4-block"))
     assert none < int4
 
 

@@ -24,7 +24,7 @@ def export(onnx_export):
 
 
 def test_fp32_reproduces_pytorch_tokens_and_images(export):
-    parity = read_manifest(export / "fp32")["parity"]
+    parity = read_manifest(export / "fp32").parity
     assert parity["seeds"] >= 20 and parity["met"]
     assert parity["token_agreement"] >= 0.999
     assert parity["image_psnr_db"]["min"] >= 40
@@ -42,29 +42,29 @@ def test_an_independent_run_matches_pytorch(export):
 
 
 def test_quantized_variants_are_smaller_and_measured(export):
-    sizes = {p: sum(f["bytes"] for name, f in read_manifest(export / p)["files"].items() if name.startswith("step"))
+    sizes = {p: sum(f.bytes for name, f in read_manifest(export / p).files.items() if name.startswith("step"))
              for p in PRECISIONS}
     assert sizes["int4"] < sizes["int8"] < sizes["fp16"] < sizes["fp32"]
     assert sizes["qdq"] < 0.5 * sizes["fp32"]
     for precision in PRECISIONS[1:]:
-        parity = read_manifest(export / precision)["parity"]
+        parity = read_manifest(export / precision).parity
         assert parity["teacher_forced_token_agreement"] > 0.5, precision
         assert parity["image_psnr_db"]["mean"] > 10, precision
         assert set(parity["component_relative_error"]) >= {"step", "residual", "decoder"}
-    fp16 = read_manifest(export / "fp16")["parity"]
+    fp16 = read_manifest(export / "fp16").parity
     assert fp16["component_relative_error"]["step"] < 1e-2
 
 
 def test_manifest_describes_every_graph(export):
     manifest = read_manifest(export / "int8")
-    graphs = manifest["graphs"]
+    graphs = manifest.graphs
     assert set(graphs) == {"text_encoder", "condition", "step", "update_final", "residual", "decoder"} | {
-        f"update_{si}" for si in range(len(manifest["schedule"]["patch_nums"]) - 1)}
+        f"update_{si}" for si in range(len(manifest.schedule.patch_nums) - 1)}
     step = graphs["step"]
-    assert [i["name"] for i in step["inputs"]] == ["x", "cond_blocks", "cond_head", "cos", "sin", "past_k", "past_v"]
-    assert step["outputs"][2]["shape"][3] == "past + length"
-    assert manifest["rng"]["name"] == "hart-splitmix64-v1"
-    assert all(len(entry["sha256"]) == 64 for entry in manifest["files"].values())
+    assert [i["name"] for i in step.inputs] == ["x", "cond_blocks", "cond_head", "cos", "sin", "past_k", "past_v"]
+    assert step.outputs[2]["shape"][3] == "past + length"
+    assert manifest.rng["name"] == "hart-splitmix64-v1"
+    assert all(len(entry.sha256) == 64 for entry in manifest.files.values())
     assert json.loads((export / "int8" / "manifest.json").read_text())["precision"] == "int8"
 
 

@@ -27,7 +27,7 @@ def test_qwen2_export_reproduces_the_pytorch_text_path(tmp_path):
     model.text_encoder = Qwen2TextEncoder(config.text, tmp_path / "qwen")
     out = export_onnx(model, tmp_path / "export", ("fp32", "int8"), parity_seeds=4, text_encoder_dir=tmp_path / "qwen")
     runtime = OnnxPipeline(out / "fp32")
-    assert runtime.manifest["text"]["kind"] == "qwen2" and runtime.manifest["parity"]["met"]
+    assert runtime.manifest.text.kind == "qwen2" and runtime.manifest.parity["met"]
     prompts = ["red circle", "a cat on blue background"]
     want = HARTPipeline(model, "cpu").generate(prompts, seed=[3, 4])
     got = runtime.generate(prompts, seed=[3, 4])

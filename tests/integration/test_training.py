@@ -14,10 +14,12 @@ from hart.config import (TINY_VOCAB, HARTConfig, ResidualHeadConfig, SamplingCon
                          TokenizerConfig, TransformerConfig)
 from hart.pipeline import HARTPipeline
 from hart.checkpoints import load_model
-from hart.train.common import SceneImages, TrainSettings, seed_everything
+from hart.train.batches import SceneImages
+from hart.train.process import seed_everything
+from hart.train.settings import TrainSettings
 from hart.train.generator import train_generator
 from hart.tokenizer.hybrid import HybridTokenizer
-from hart.train.tokenizer import load_tokenizer, psnr, train_tokenizer
+from hart.train.tokenizer import load_tokenizer, reconstruction_psnr, train_tokenizer
 
 pytestmark = pytest.mark.slow
 
@@ -46,7 +48,7 @@ def held_out_psnr(tokenizer: HybridTokenizer) -> tuple[float, float]:
     images = held_out_images()
     with torch.no_grad():
         tokens = tokenizer.eval().encode(images)
-        return tuple(psnr(tokenizer.decode(tokens, discrete_only=only) * 2 - 1, images).mean().item()
+        return tuple(reconstruction_psnr(tokenizer.decode(tokens, discrete_only=only) * 2 - 1, images).mean().item()
                      for only in (True, False))
 
 

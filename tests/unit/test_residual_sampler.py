@@ -7,7 +7,7 @@ import torch
 
 from hart.config import ResidualHeadConfig
 from hart.portable.schedule import diffusion_schedule
-from hart.sampling import ResidualSampler
+from hart.sampling import Diffusion, ResidualSampler
 
 
 class FixedHead(torch.nn.Module):
@@ -89,3 +89,16 @@ def test_guidance_mixes_eps_and_keeps_the_conditional_variance():
     assert torch.allclose(guided, expected, atol=1e-6)
     # HART's quirk: a guidance of exactly 1 takes the unguided path
     assert torch.equal(sampler.sample(FixedHead(), cond, 1.0, noise), sampler.sample(FixedHead(), cond[:2], 0.0, noise))
+
+
+def test_one_step_for_all_rows_equals_a_step_per_row():
+    """Sampling (an int step: Python floats) and training (a step per row: float32 tables) agree bit for bit."""
+    diffusion = Diffusion(diffusion_schedule(1000))
+    x, eps, v, noise = torch.randn(4, 6, 5, generator=torch.Generator().manual_seed(2))  # 6 rows each
+    steps = torch.tensor([0, 143, 999, 500, 1, 998])
+    per_row = diffusion.step(x, eps, v, steps, noise, temperature=0.9)
+    noised = diffusion.add_noise(x, steps, noise)
+    for i, step in enumerate(steps.tolist()):
+        row = slice(i, i + 1)
+        assert torch.equal(diffusion.step(x[row], eps[row], v[row], step, noise[row], temperature=0.9), per_row[row])
+        assert torch.equal(diffusion.add_noise(x[row], step, noise[row]), noised[row])

@@ -3,8 +3,8 @@ import pytest
 import torch
 
 from hart.portable import rng
-from hart.portable.sampling import filter_logits, sample_categorical
-from hart.sampling import guide, sample_scale
+from hart.portable.sampling import filter_logits, gumbel_weights, sample_categorical
+from hart.portable.spec import guide
 
 
 def test_inverse_cdf_picks_where_the_cumulative_weight_crosses_u():
@@ -53,25 +53,23 @@ def test_candidate_columns_give_the_full_row_result():
     assert np.array_equal(full, candidates)
 
 
-def test_sample_scale_uses_each_images_own_stream():
-    generator = torch.Generator().manual_seed(1)
-    logits = torch.randn(2, 9, 30, generator=generator)
-    both = sample_scale(logits, [11, 12], 3, top_k=10, top_p=0.0, temperature=1.0)
-    second = sample_scale(logits[1:], [12], 3, top_k=10, top_p=0.0, temperature=1.0)
-    assert torch.equal(both.ids[1], second.ids[0])
-    expected = sample_categorical(logits[0].numpy(), rng.token_uniforms([11], 3, 9)[0], top_k=10)
-    assert both.ids[0].tolist() == expected.tolist()
+def test_each_image_draws_from_its_own_stream():
+    both = rng.token_uniforms([11, 12], 3, 9)
+    assert np.array_equal(both[1], rng.token_uniforms([12], 3, 9)[0])
+    assert np.array_equal(both[0], rng.uniform(11, rng.token_stream(3), 9))
 
 
 def test_gumbel_weights_are_a_distribution_over_kept_candidates():
-    logits = torch.randn(1, 4, 20, generator=torch.Generator().manual_seed(2))
-    sampled = sample_scale(logits, [3], 1, top_k=5, top_p=0.0, temperature=1.0, gumbel_ratio=0.2)
-    assert sampled.soft_weights.shape == (1, 4, 5) and sampled.candidates.shape == (1, 4, 5)
-    assert torch.allclose(sampled.soft_weights.sum(-1), torch.ones(1, 4))
-    again = sample_scale(logits, [3], 1, top_k=5, top_p=0.0, temperature=1.0, gumbel_ratio=0.2)
-    assert torch.equal(sampled.soft_weights, again.soft_weights)
+    logits = np.random.default_rng(2).normal(size=(4, 20)).astype(np.float32)
+    filtered = filter_logits(logits, top_k=5, top_p=0.0)
+    noise = rng.gumbel_uniforms([3], 1, np.broadcast_to(np.arange(20), (1, 4, 20)), 20)[0]
+    weights = gumbel_weights(filtered, noise, 0.2)
+    assert np.allclose(weights.sum(-1), 1) and (weights[np.isinf(filtered)] == 0).all()
+    assert np.array_equal(weights, gumbel_weights(filtered, noise, 0.2))
 
 
-def test_guidance_mixes_conditional_and_unconditional_rows():
+def test_guidance_mixes_conditional_and_unconditional_rows_on_numpy_and_torch():
     cond, uncond = torch.ones(1, 2, 3), torch.full((1, 2, 3), 3.0)
     assert torch.equal(guide(torch.cat((cond, uncond)), 0.5), 1.5 * cond - 0.5 * uncond)
+    mixed = guide(torch.cat((cond, uncond)).numpy(), 0.5)
+    assert mixed.dtype == np.float32 and np.array_equal(mixed, (1.5 * cond - 0.5 * uncond).numpy())
