@@ -1,67 +1,100 @@
-// The page: load the export (checking every graph's sha256), then run hart_runtime.generate with
-// WebGPU when the browser has it and WebAssembly otherwise, drawing each scale as it arrives.
-import * as ort from "./ort/ort.all.min.mjs";
-import { generate, loadModel } from "./hart_runtime.mjs";
-
+// The page: the model loads and generates in a module worker (worker.mjs), so this thread stays free to
+// paint. It shows the worker's progress as it arrives and paints previews and the result in
+// requestAnimationFrame, telling the worker once a preview is on screen (the worker decodes the next
+// preview only then). window.hart records what happened, for the end-to-end test:
+//   ready {ms, ...the worker's ready message}, paints [{run, kind: "preview"|"final", scale, t}],
+//   progress [{run, value, max, t}], runs [{run, ms, ...}]   (t and ms from performance.now(), in ms;
+//   run counts the Generate clicks from 1)
 const $ = (id) => document.getElementById(id);
-const MODEL_URL = new URLSearchParams(location.search).get("model") || "./model";
-ort.env.wasm.wasmPaths = new URL("./ort/", location.href).href;
+const query = new URLSearchParams(location.search);
+const record = { isolated: self.crossOriginIsolated, ready: null, paints: [], progress: [], runs: [] };
+window.hart = record;
 
-function draw(canvas, tensor) { // [1, 3, H, W] in [0, 1] -> canvas pixels
-  const [, , h, w] = tensor.dims, data = tensor.data;
-  canvas.width = w; canvas.height = h;
-  const context = canvas.getContext("2d"), pixels = context.createImageData(w, h);
-  for (let i = 0; i < h * w; i++) {
-    for (let c = 0; c < 3; c++) pixels.data[4 * i + c] = Math.round(Math.min(1, Math.max(0, data[c * h * w + i])) * 255);
-    pixels.data[4 * i + 3] = 255;
-  }
-  context.putImageData(pixels, 0, 0);
+const worker = new Worker(new URL("./worker.mjs", import.meta.url), { type: "module" });
+let info = null, current = null, pending = null, frame = 0, runs = 0;
+
+function fail(message) {
+  $("status").textContent = message;
+  document.body.dataset.state = "error";
+  $("generate").disabled = !info;
+  current = null;
 }
 
-async function main() {
-  const adapter = navigator.gpu ? await navigator.gpu.requestAdapter().catch(() => null) : null;
-  const providers = adapter ? ["webgpu", "wasm"] : ["wasm"];
-  let model;
-  try {
-    model = await loadModel(ort, MODEL_URL, { executionProviders: providers });
-  } catch (error) {
-    $("status").textContent = `Could not load the model: ${error.message}`;
-    document.body.dataset.state = "error";
-    return;
-  }
-  const scales = model.manifest.schedule.patch_nums;
-  $("progress").max = scales.length + 1;
-  $("cfg").value = model.manifest.sampling.cfg;
-  $("status").textContent = `Ready (${providers[0]}). ${model.manifest.model.name}, ${model.manifest.precision}.`;
+function setProgress(value) {
+  $("progress").value = value;
+  record.progress.push({ run: current?.id ?? 0, value, max: $("progress").max, t: performance.now() });
+}
+
+// Paint the newest image that arrived (an older preview still waiting is dropped) in the next frame.
+function paint() {
+  frame = 0;
+  const image = pending;
+  pending = null;
+  if (!image) return;
+  const canvas = $(image.type === "final" ? "result" : "preview");
+  canvas.width = image.width; canvas.height = image.height;
+  canvas.getContext("2d").putImageData(new ImageData(image.pixels, image.width, image.height), 0, 0);
+  record.paints.push({ run: image.id, kind: image.type, scale: image.scale, t: performance.now() });
+  if (image.type === "preview") { worker.postMessage({ type: "painted" }); return; }
+  const ms = performance.now() - current.started;
+  record.runs.push({ run: current.id, ms, worker: image.ms, timings: image.timings, graphs: image.graphs,
+    previews: image.previews });
+  setProgress(info.scales.length + 1);
+  current = null;
+  $("status").textContent = `Done in ${(ms / 1000).toFixed(2)} s.`;
+  const shown = { ...image.timings, previews: image.previews.ms };
+  $("details").textContent = Object.entries(shown).map(([k, v]) => `${k} ${v.toFixed(0)} ms`).join(" · ")
+    + ` (${image.previews.decoded} preview${image.previews.decoded === 1 ? "" : "s"})`;
   $("generate").disabled = false;
-  document.body.dataset.state = "ready";
-
-  $("form").addEventListener("submit", async (event) => {
-    event.preventDefault();
-    $("generate").disabled = true;
-    document.body.dataset.state = "running";
-    const started = performance.now();
-    try {
-      const onScale = async (si, fHat) => {
-        $("progress").value = si + 1;
-        $("status").textContent = `Scale ${si + 1} of ${scales.length} (${scales[si]}×${scales[si]} tokens)…`;
-        draw($("preview"), (await model.sessions.decoder.run({ f_hat: fHat })).image);
-      };
-      const result = await generate(ort, model.manifest, model.sessions, $("prompt").value,
-        Number($("seed").value), { cfg: Number($("cfg").value) }, onScale);
-      draw($("result"), result.image);
-      $("progress").value = scales.length + 1;
-      const seconds = (performance.now() - started) / 1000;
-      $("status").textContent = `Done in ${seconds.toFixed(2)} s.`;
-      $("details").textContent = Object.entries(result.timings).map(([k, v]) => `${k} ${v.toFixed(0)} ms`).join(" · ");
-      document.body.dataset.state = "done";
-    } catch (error) {
-      $("status").textContent = error.message;
-      document.body.dataset.state = "error";
-    } finally {
-      $("generate").disabled = false;
-    }
-  });
+  document.body.dataset.state = "done";
 }
 
-main();
+function show(image) {
+  if (pending?.type === "final") return; // never replace the result with a late preview
+  pending = image;
+  if (document.hidden) paint(); // no frames come to a hidden page; paint now so the result is there
+  else if (!frame) frame = requestAnimationFrame(paint);
+}
+
+worker.onmessage = ({ data }) => {
+  if (data.type === "ready") {
+    info = data;
+    record.ready = { ms: performance.now(), ...data };
+    $("progress").max = data.scales.length + 1;
+    $("cfg").value = data.cfg;
+    const threads = data.backend === "wasm" ? `, ${data.threads} thread${data.threads === 1 ? "" : "s"}` : "";
+    $("status").textContent = `Ready (${data.backend}${threads}). ${data.name}, ${data.precision}.`;
+    $("generate").disabled = false;
+    document.body.dataset.state = "ready";
+  } else if (data.type === "error") {
+    fail(info ? data.message : `Could not load the model: ${data.message}`);
+  } else if (current && data.id === current.id) {
+    if (data.type === "progress") {
+      setProgress(data.scale + 1);
+      const n = info.scales[data.scale];
+      $("status").textContent = `Scale ${data.scale + 1} of ${data.scales} (${n}×${n} tokens)…`;
+    } else if (data.type === "preview" || data.type === "final") {
+      show(data);
+    }
+  }
+};
+worker.onerror = (event) => { event.preventDefault(); fail(`The worker failed: ${event.message || "it could not start"}`); };
+worker.onmessageerror = () => fail("The worker sent a message this page cannot read.");
+
+worker.postMessage({
+  type: "load", model: new URL(query.get("model") || "./model", location.href).href,
+  backend: query.get("backend") || "auto", threads: Number(query.get("threads")) || 0,
+  optimize: query.get("optimize") || null,
+});
+
+$("form").addEventListener("submit", (event) => {
+  event.preventDefault();
+  if (current || !info) return;
+  current = { id: ++runs, started: performance.now() };
+  $("generate").disabled = true;
+  document.body.dataset.state = "running";
+  setProgress(0);
+  $("status").textContent = "Encoding the prompt…";
+  worker.postMessage({ type: "generate", id: current.id, prompt: $("prompt").value, seed: Number($("seed").value),
+    options: { cfg: Number($("cfg").value) } });
+});

@@ -1,9 +1,15 @@
-"""The browser demo, end to end in headless Chromium: it must draw the Python ONNX runtime's image."""
+"""The browser demo. Under Node: its 8-bit rounding, its model loader, the server's headers. End to end in
+headless Chromium: it must draw the Python ONNX runtime's image, paint a preview before the result (the
+loop runs in a worker) and run cross-origin isolated."""
 
+import hashlib
 import json
+import re
 import shutil
 import subprocess
 import threading
+import time
+import urllib.request
 
 import numpy as np
 import pytest
@@ -12,15 +18,83 @@ from PIL import Image
 from hart.demo import ORT_DIST, WEB_ROOT, make_server
 from hart.runtime.onnx_pipeline import OnnxPipeline
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(shutil.which("node") is None or shutil.which("chromium") is None,
-                       reason="needs Node.js and Debian's chromium (installed by .ci/run)"),
-    pytest.mark.skipif(not (ORT_DIST / "ort.all.min.mjs").is_file(), reason="run `npm ci` in mobile_demo/web"),
-]
+node = shutil.which("node")
+pytestmark = pytest.mark.skipif(node is None, reason="needs Node.js")
 
 
-def test_the_page_generates_the_python_runtimes_image(onnx_export, tmp_path):
+def test_pixels_round_half_to_even_in_float32_like_python():
+    # the portable spec's 8-bit rule (IMAGE_8BIT), written here in numpy so this test stands alone
+    halves = (np.arange(256, dtype=np.float64) + 0.5) / 255
+    values = np.concatenate([np.arange(256) / 255, halves, np.nextafter(np.float32(halves), 0), [-1, 0, 1, 2, 0.5],
+                             np.random.default_rng(0).uniform(-0.1, 1.1, 2000)]).astype(np.float32)
+    expected = np.round(np.clip(values, 0, 1) * np.float32(255)).astype(np.uint8)
+    assert np.any(np.float32(np.clip(values, 0, 1) * np.float32(255)) % 1 == 0.5)  # some ties really occur
+    script = (f"import {{ to8bit }} from {json.dumps((WEB_ROOT / 'pixels.mjs').as_uri())};\n"
+              "const xs = JSON.parse((await import('node:fs')).readFileSync(0, 'utf8'));\n"
+              "console.log(JSON.stringify(xs.map(to8bit)));")
+    result = subprocess.run([node, "--input-type=module", "-e", script], input=json.dumps(values.tolist()),
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert np.array_equal(np.array(json.loads(result.stdout), dtype=np.uint8), expected)
+
+
+def test_the_loader_opens_graphs_in_manifest_order_and_refuses_an_altered_one():
+    graphs = {"b": b"second graph", "a": b"first graph", "c": b"third"}
+    manifest = {"graphs": {name: {"file": f"{name}.onnx"} for name in graphs},
+                "files": {f"{name}.onnx": {"sha256": hashlib.sha256(data).hexdigest()} for name, data in graphs.items()}}
+    script = (f"import {{ loadModel }} from {json.dumps((WEB_ROOT / 'model_loader.mjs').as_uri())};\n"
+              "const { manifest, files } = JSON.parse((await import('node:fs')).readFileSync(0, 'utf8'));\n"
+              "const served = (path) => path === 'manifest.json' ? JSON.stringify(manifest) : files[path];\n"
+              "globalThis.fetch = async (url) => { const body = served(url.split('/model/')[1]);\n"
+              "  return body === undefined ? new Response('', { status: 404 }) : new Response(body); };\n"
+              "const opened = [];\n"
+              "const ort = { InferenceSession: { create: async (bytes) => { opened.push(new TextDecoder().decode(bytes));"
+              " return {}; } } };\n"
+              "const model = await loadModel(ort, 'http://x/model/');\n"
+              "files['c.onnx'] = 'altered';\n"
+              "const refused = await loadModel(ort, 'http://x/model').then(() => '', (e) => e.message);\n"
+              "console.log(JSON.stringify({ names: Object.keys(model.sessions), opened, refused }));")
+    payload = {"manifest": manifest, "files": {f"{name}.onnx": data.decode() for name, data in graphs.items()}}
+    result = subprocess.run([node, "--input-type=module", "-e", script], input=json.dumps(payload),
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    out = json.loads(result.stdout)
+    assert out["names"] == ["b", "a", "c"] and out["opened"][:3] == ["second graph", "first graph", "third"]
+    assert out["refused"] == "c.onnx does not match its sha256 in manifest.json"
+
+
+@pytest.mark.skipif(not (ORT_DIST / "ort.all.min.mjs").is_file(), reason="run `npm ci` in mobile_demo/web")
+def test_the_server_isolates_every_file_the_worker_and_threads_load(tmp_path):
+    (tmp_path / "manifest.json").write_text("{}")  # make_server only checks that the export is there
+    server = make_server(tmp_path, port=0)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    worker = (WEB_ROOT / "worker.mjs").read_text()
+    runtimes = re.findall(r'"\./(ort/ort\.[a-z.]+\.mjs)"', worker)
+    assert "ort/ort.wasm.min.mjs" in runtimes and "ort/ort.all.min.mjs" in runtimes, runtimes
+    wasm = {"ort/ort.wasm.min.mjs": "ort-wasm-simd-threaded", "ort/ort.all.min.mjs": "ort-wasm-simd-threaded.jsep"}
+    files = {"": "text/html", "app.mjs": "text/javascript", "worker.mjs": "text/javascript",
+             "model_loader.mjs": "text/javascript", "pixels.mjs": "text/javascript",
+             "hart_runtime.mjs": "text/javascript", "model/manifest.json": "application/json"}
+    for runtime in runtimes:  # each build, its glue (also the script of its thread workers) and its wasm
+        files |= {runtime: "text/javascript", f"ort/{wasm[runtime]}.mjs": "text/javascript",
+                  f"ort/{wasm[runtime]}.wasm": "application/wasm"}
+    try:
+        for path, kind in files.items():
+            with urllib.request.urlopen(f"{base}/{path}") as response:
+                headers = response.headers
+                assert response.status == 200 and headers.get_content_type() == kind, (path, headers)
+                assert headers["Cross-Origin-Opener-Policy"] == "same-origin", path
+                assert headers["Cross-Origin-Embedder-Policy"] == "require-corp", path
+                assert headers["Cache-Control"] == ("no-cache" if path.startswith("ort/") else "no-store"), path
+    finally:
+        server.shutdown()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="needs Debian's chromium (installed by .ci/run)")
+@pytest.mark.skipif(not (ORT_DIST / "ort.all.min.mjs").is_file(), reason="run `npm ci` in mobile_demo/web")
+def test_the_page_generates_the_python_runtimes_image(onnx_export, tmp_path, capsys):
     folder = onnx_export / "int8"
     server = make_server(folder, port=0)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
@@ -28,17 +102,39 @@ def test_the_page_generates_the_python_runtimes_image(onnx_export, tmp_path):
     try:
         prompt, seed, cfg = "a large red circle in the center on a gray background", 3, 3.0
         url = f"http://127.0.0.1:{server.server_address[1]}/"
-        result = subprocess.run(["node", str(WEB_ROOT / "e2e.mjs"), url, str(tmp_path), prompt, str(seed), str(cfg)],
+        result = subprocess.run([node, str(WEB_ROOT / "e2e.mjs"), url, str(tmp_path), prompt, str(seed), str(cfg), "2"],
                                 capture_output=True, text=True, timeout=600, cwd=WEB_ROOT)
     finally:
         server.shutdown()
     assert result.returncode == 0, result.stderr
     page = json.loads(result.stdout.strip().splitlines()[-1])
     assert page["state"] == "done", page
+    assert page["isolated"] is True and page["workerIsolated"] is True, page  # SharedArrayBuffer, wasm threads
     assert (page["width"], page["height"]) == (64, 64)
     assert page["viewport"][1] <= page["viewport"][0]  # nothing wider than a phone screen
     assert (tmp_path / "screenshot.png").stat().st_size > 10_000
+    assert page["sameImageEveryRun"] and len(page["imageSeconds"]) == 2, page
+
+    # the first run painted a preview, then the result, and the progress bar moved in between
+    paints = page["paints"]
+    finals = [p for p in paints if p["kind"] == "final"]
+    assert len(finals) == 1 and paints[-1]["kind"] == "final", paints
+    assert any(p["kind"] == "preview" and p["t"] < finals[0]["t"] for p in paints), paints
+    assert any(0 < p["value"] < p["max"] and p["t"] < finals[0]["t"] for p in page["progress"]), page["progress"]
+
+    started = time.perf_counter()
+    pipeline = OnnxPipeline(folder)
+    python_ready = time.perf_counter() - started
+    python_seconds = []
+    for _ in range(2):
+        started = time.perf_counter()
+        python = pipeline.generate([prompt], seed=seed, cfg=cfg).images[0].transpose(1, 2, 0)
+        python_seconds.append(time.perf_counter() - started)
+    with capsys.disabled():  # timings are reported, never asserted (this machine is shared)
+        threads = f"{page['threads']} thread{'' if page['threads'] == 1 else 's'}"
+        print(f"\nweb demo: ready {page['readySeconds']:.2f} s ({page['backend']}, {threads}, "
+              f"{page['cores']} cores); image {', '.join(f'{s:.2f}' for s in page['imageSeconds'])} s (cold, warm) | "
+              f"Python ONNX: sessions {python_ready:.2f} s; image {', '.join(f'{s:.2f}' for s in python_seconds)} s")
     browser = np.asarray(Image.open(tmp_path / "result.png").convert("RGB"), dtype=np.float64) / 255
-    python = OnnxPipeline(folder).generate([prompt], seed=seed, cfg=cfg).images[0].transpose(1, 2, 0)
     psnr = 10 * np.log10(1 / np.mean((browser - python) ** 2))
     assert psnr >= 30, psnr
