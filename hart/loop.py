@@ -118,10 +118,13 @@ class Generation:
 
 
 class _StageClock:
-    """Times stages (synchronising the device first) and forwards events to a callback and a bar."""
+    """Times stages (synchronising the device first) and forwards events to a callback and a bar.
 
-    def __init__(self, backend: Backend, callback: Callable[[StageEvent], None] | None, bar):
-        self.backend, self.callback, self.bar = backend, callback, bar
+    The bar is made when the first stage ends, so a prompt refused by the text stage prints no bar."""
+
+    def __init__(self, backend: Backend, callback: Callable[[StageEvent], None] | None,
+                 make_bar: Callable[[], Any] | None):
+        self.backend, self.callback, self.make_bar, self.bar = backend, callback, make_bar, None
         self.timings: dict[str, float] = {}
         self.started = 0.0
 
@@ -133,6 +136,8 @@ class _StageClock:
         self.backend.synchronize()
         seconds = time.perf_counter() - self.started
         self.timings[stage] = self.timings.get(stage, 0.0) + seconds
+        if self.bar is None and self.make_bar is not None:
+            self.bar = self.make_bar()
         if self.bar is not None:
             self.bar.update(1)
         if self.callback is not None:
@@ -176,20 +181,20 @@ class GenerationLoop:
         if forced_ids is not None and len(forced_ids) != self.schedule.num_scales:
             raise ConfigError(f"forced ids need one array per scale ({self.schedule.num_scales}), got {len(forced_ids)}")
         step = self.backend.max_batch or len(prompts)
-        bar = None
+        make_bar = None
         if show_progress:
             from tqdm.auto import tqdm
 
-            bar = tqdm(total=(self.schedule.num_scales + 3) * -(-len(prompts) // step), desc="hart", unit="stage",
-                       leave=False)
-        clock = _StageClock(self.backend, callback, bar)
+            stages = (self.schedule.num_scales + 3) * -(-len(prompts) // step)
+            make_bar = lambda: tqdm(total=stages, desc="hart", unit="stage", leave=False)  # noqa: E731
+        clock = _StageClock(self.backend, callback, make_bar)
         try:
             parts = [self._run(prompts[i:i + step], seeds[i:i + step], settings, residual,
                                None if forced_ids is None else [np.asarray(f)[i:i + step] for f in forced_ids],
                                discrete_too, clock) for i in range(0, len(prompts), step)]
         finally:
-            if bar is not None:
-                bar.close()
+            if clock.bar is not None:
+                clock.bar.close()
         return self._merge(parts, seeds, clock.timings)
 
     def _run(self, prompts: list[str], seeds: list[int], settings: SamplingSettings, residual: bool,
