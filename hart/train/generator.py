@@ -159,7 +159,7 @@ def _train(tokenizer_dir, settings, out, process, resume, latent_scale, init) ->
                                 tokenizer.quantizer.codebook.weight.detach(), config.residual_head.latent_scale,
                                 diffusion)
     trainer = DistributedDataParallel(step_module) if process.world_size > 1 else step_module
-    word_tokenizer = trained["text_encoder"].tokenizer
+    word_tokenizer = trained["text_encoder"].words
 
     def snapshot(step: int) -> dict:
         return {"kind": KIND, "step": step, "config": config.to_dict(), "settings": settings_dict(settings),
