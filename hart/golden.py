@@ -28,7 +28,7 @@ import numpy as np
 from hart.config import HARTConfig
 from hart.loop import GenerationLoop
 from hart.portable import rng
-from hart.portable.spec import guide, guidance_weight, to_uint8
+from hart.portable.spec import NumpyOps, guide, guidance_weight, guided_rows, to_uint8
 from hart.runtime.graph_backend import GraphBackend
 from hart.runtime.manifest import RopeSection, TextSection
 
@@ -163,12 +163,9 @@ class ReplayBackend(GraphBackend):
             self._expect("text mask", feeds["mask"], a[f"{p}/mask"])
             return [a[f"{p}/hidden"]]
         if name == "condition":
-            hidden = a[f"{p}/hidden"]
-            self._expect("condition rows", feeds["hidden"], np.concatenate([hidden, np.zeros_like(hidden)]))
-            mask = a[f"{p}/mask"]
-            null = np.zeros_like(mask)
-            null[:, 0] = True
-            self._expect("condition mask", feeds["mask"], np.concatenate([mask, null]))
+            rows, rows_mask, _ = guided_rows(NumpyOps(), a[f"{p}/hidden"], a[f"{p}/mask"])
+            self._expect("condition rows", feeds["hidden"], rows)
+            self._expect("condition mask", feeds["mask"], rows_mask)
             return [self._placeholder("condition", i) for i in range(3)]
         if name == "step":
             si = self.scale
