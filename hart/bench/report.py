@@ -7,6 +7,27 @@ from hart.atomic import atomic_file
 
 PLOTS = ("latency.png", "stages.png", "size_fidelity.png")
 
+# machine.CPU_FEATURES -> the names the header prints, in this order
+FEATURE_LABELS = {
+    "avx2": "AVX2", "fma": "FMA", "f16c": "F16C", "avx512f": "AVX-512", "avx512_vnni": "AVX-512 VNNI",
+    "avx_vnni": "AVX-VNNI", "avx512_bf16": "AVX-512 BF16", "avx512_fp16": "AVX-512 FP16", "amx_tile": "AMX",
+    "amx_bf16": "AMX-BF16", "amx_int8": "AMX-INT8", "asimd": "NEON", "asimddp": "DotProd", "bf16": "BF16",
+    "i8mm": "I8MM", "fphp": "FP16",
+}
+# mark -> footnote, for CPU rows whose precision this CPU has no native instructions for
+FOOTNOTES = {
+    "†": "† emulated: this CPU has no native bf16 (AVX-512 BF16, AMX-BF16 or Arm BF16); bf16 is converted "
+         "to and from float32 around the arithmetic, so the row measures an emulation.",
+    "‡": "‡ no VNNI: this CPU has no native int8 dot products (AVX-512 VNNI, AVX-VNNI, AMX-INT8 or Arm "
+         "DotProd/I8MM), so the int8 kernels of int4 (MatMulNBits at accuracy level 4) and qdq run on longer "
+         "instruction sequences. The int8 backend is weight-only (float32 MatMuls) and does not use them.",
+    "§": "§ emulated: this CPU has no native fp16 arithmetic (AVX-512 FP16 or Arm FP16); fp16 is computed "
+         "in float32.",
+}
+# precision -> (machine.cpu_features boolean it needs, its FOOTNOTES mark); int8 is weight-only: float32 MatMuls
+_NATIVE = {"bf16": ("native_bf16", "†"), "fp16": ("native_fp16", "§"), "int4": ("native_int8_dot", "‡"),
+           "qdq": ("native_int8_dot", "‡")}
+
 
 def _fmt(value, digits: int = 3) -> str:
     if value is None:
@@ -21,12 +42,41 @@ def _peak_for(result: dict, peaks: dict) -> float | None:
     return peaks.get("cpu_bf16" if scenario["precision"] == "bf16" else "cpu_fp32")
 
 
+def instruction_sets(machine: dict) -> str:
+    """The header line naming the CPU's instruction sets, so a bf16 or int8 number can be read for what it is."""
+    cpu = machine.get("cpu_features")
+    if not cpu:
+        return "CPU instruction sets: not recorded."
+    names = [label for flag, label in FEATURE_LABELS.items() if flag in cpu.get("flags", ())]
+    known = cpu.get("native_bf16") is not None
+    text = ", ".join(names) or ("none of AVX2, AVX-512, AMX, NEON" if known else "not reported by the OS")
+    torch = f" (torch: {cpu['torch_capability']})" if cpu.get("torch_capability") else ""
+    return f"CPU instruction sets: {text}{torch}."
+
+
+def mark(scenario: dict, machine: dict) -> str:
+    """The FOOTNOTES mark of a CPU row whose precision lacks native instructions here ('' if none or unknown)."""
+    feature, symbol = _NATIVE.get(scenario["precision"], ("", ""))
+    cpu = machine.get("cpu_features") or {}
+    return symbol if scenario["device"] == "cpu" and feature and cpu.get(feature) is False else ""
+
+
+def _footnotes(rows: list[dict], machine: dict) -> list[str]:
+    marks = {mark(r["scenario"], machine) for r in rows} - {""}
+    return ["", *(FOOTNOTES[m] for m in FOOTNOTES if m in marks)] if marks else []
+
+
 def markdown(results: dict) -> str:
     machine, peaks, rows = results["machine"], results["matmul_peak_gflops"], results["results"]
+
+    def backend(r: dict) -> str:
+        return r["scenario"]["backend"] + mark(r["scenario"], machine)
+
     lines = [
         f"# HART benchmark: {machine['cpu']}{' + ' + machine['gpu'] if 'gpu' in machine else ''}", "",
         f"{machine['date']} · {machine['platform']} · {machine['cpu_count']} CPUs · {machine.get('memory_gb', '?')} GB · "
         f"torch {machine['torch']} · onnxruntime {machine.get('onnxruntime', '—')} · {results['mode']} mode", "",
+        instruction_sets(machine), "",
         f"Measured matmul peak (same run): " + ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in peaks.items()) + ".", "",
         f"Median and p90 of {results['runs']} runs after {results['warmup']} warm-up run(s), each in a fresh process "
         "(peak memory is the process's). The 0.7B presets run with random weights and random text features: latency "
@@ -40,17 +90,19 @@ def markdown(results: dict) -> str:
     for r in rows:
         s, fidelity = r["scenario"], r.get("fidelity", {})
         memory = r.get("cuda_max_allocated_mb", r["peak_rss_mb"])
-        lines.append(f"| {s['model']} | {s['backend']} | {s['precision']} | {s['batch']} | {_fmt(r['wall_seconds']['median'])} "
+        lines.append(f"| {s['model']} | {backend(r)} | {s['precision']} | {s['batch']} | {_fmt(r['wall_seconds']['median'])} "
                      f"| {_fmt(r['wall_seconds']['p90'])} | {_fmt(r['time_to_first_scale_seconds'])} | "
                      f"{_fmt(r['load_seconds'], 1)} | {memory:.0f} | {r['artifact_bytes'] / 2**20:.1f} | "
                      f"{'reference' if 'flops_per_stage' in r else _fmt(fidelity.get('token_agreement'))} | "
                      f"{'reference' if 'flops_per_stage' in r else _fmt(fidelity.get('psnr_db'), 1)} |")
+    lines += _footnotes(rows, machine)
     stages = list(rows[0]["stage_seconds"]) if rows else []
     lines += ["", "## Time per stage (median seconds)", "",
               "| model | backend | " + " | ".join(stages) + " |", "|---|---|" + "---|" * len(stages)]
     for r in rows:
-        lines.append(f"| {r['scenario']['model']} | {r['scenario']['backend']} | "
+        lines.append(f"| {r['scenario']['model']} | {backend(r)} | "
                      + " | ".join(_fmt(r["stage_seconds"].get(k)) for k in stages) + " |")
+    lines += _footnotes(rows, machine)
     lines += ["", "## Compute per stage", "",
               "FLOPs from torch's FlopCounterMode on the PyTorch reference (matmuls, convolutions, attention); "
               "achieved = FLOPs / median stage time.", "",
@@ -63,8 +115,9 @@ def markdown(results: dict) -> str:
             if not seconds or count == 0:
                 continue
             achieved = count / seconds / 1e9
-            lines.append(f"| {r['scenario']['model']} | {r['scenario']['backend']} | {stage} | {count / 1e9:.3f} | "
+            lines.append(f"| {r['scenario']['model']} | {backend(r)} | {stage} | {count / 1e9:.3f} | "
                          f"{achieved:.1f} | {100 * achieved / peak:.0f} % |" if peak else "| — |")
+    lines += _footnotes([r for r in rows if r["scenario"]["model"] in flops], machine)
     if results["skipped"]:
         lines += ["", "## Not run here", "", "| model | backend | reason |", "|---|---|---|"]
         lines += [f"| {s['model']} | {s['backend']} | {s['reason']} |" for s in results["skipped"]]

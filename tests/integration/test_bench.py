@@ -1,14 +1,20 @@
-"""`hart bench --mode quick`: the embedded model on the CPU backends, a well-formed report (no timings asserted)."""
+"""`hart bench`: the quick mode end to end (slow), and the machine description and report rendering from
+synthetic results (fast). No timings asserted."""
 
 import json
+import platform
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.slow
+from hart.bench import machine, report
+
+OLD_RESULTS = Path(__file__).parents[2] / "benchmarks" / "results" / "cpu-2core" / "results.json"
 
 
+@pytest.mark.slow
 def test_quick_benchmark_writes_a_complete_report(onnx_export, tmp_path):
     exports = tmp_path / "exports" / "tiny" / "onnx"
     exports.parent.mkdir(parents=True)
@@ -18,7 +24,8 @@ def test_quick_benchmark_writes_a_complete_report(onnx_export, tmp_path):
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr
     results = json.loads((tmp_path / "report" / "results.json").read_text())
-    assert {"date", "cpu", "torch"} <= set(results["machine"]) and results["matmul_peak_gflops"]["cpu_fp32"] > 0
+    assert {"date", "cpu", "torch", "cpu_features"} <= set(results["machine"])
+    assert results["matmul_peak_gflops"]["cpu_fp32"] > 0
     backends = {r["scenario"]["backend"] for r in results["results"]}
     assert backends == {"torch-cpu-fp32", "torch-cpu-bf16", "onnx-cpu-fp32", "onnx-cpu-int8"}
     for r in results["results"]:
@@ -31,8 +38,88 @@ def test_quick_benchmark_writes_a_complete_report(onnx_export, tmp_path):
             assert 0 <= r["fidelity"]["token_agreement"] <= 1
     onnx_fp32 = next(r for r in results["results"] if r["scenario"]["backend"] == "onnx-cpu-fp32")
     assert onnx_fp32["fidelity"]["token_agreement"] >= 0.999 and onnx_fp32["fidelity"]["psnr_db"] >= 40
-    report = (tmp_path / "report" / "report.md").read_text()
-    for heading in ("## End to end", "## Time per stage", "## Compute per stage"):
-        assert heading in report
+    report_md = (tmp_path / "report" / "report.md").read_text()
+    for heading in ("## End to end", "## Time per stage", "## Compute per stage", "CPU instruction sets: "):
+        assert heading in report_md
     for plot in ("latency.png", "stages.png", "size_fidelity.png"):
         assert (tmp_path / "report" / plot).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_machine_records_the_cpu_instruction_sets():
+    features = machine.describe()["cpu_features"]
+    assert set(features["flags"]) <= set(machine.CPU_FEATURES)
+    for key in ("native_bf16", "native_int8_dot", "native_fp16"):
+        assert features[key] in (True, False, None)
+        if platform.system() == "Linux":
+            assert isinstance(features[key], bool)
+    assert features["torch_capability"] is None or isinstance(features["torch_capability"], str)
+    json.dumps(features)  # goes into results.json
+
+
+def test_cpu_flags_parse_on_x86_arm_and_macos():
+    x86 = "processor\t: 0\nflags\t\t: fpu sse2 avx avx2 fma f16c avx512f avx512bw avx512_vnni amx_tile\n"
+    assert machine.parse_cpuinfo(x86) == {"avx2", "fma", "f16c", "avx512f", "avx512_vnni", "amx_tile"}
+    arm = "processor\t: 0\nFeatures\t: fp asimd evtstrm aes fphp asimdhp asimddp i8mm bf16\nCPU part\t: 0xd0c\n"
+    assert machine.parse_cpuinfo(arm) == {"asimd", "fphp", "asimddp", "i8mm", "bf16"}
+    assert machine.parse_cpuinfo("processor\t: 0\nvendor_id\t: IBM/S390\n") is None
+    mac = ("machdep.cpu.features: FPU SSE2 FMA AVX1.0 F16C\nmachdep.cpu.leaf7_features: AVX2 AVX512F AVX512VNNI\n"
+           "hw.optional.arm.FEAT_BF16: 1\nhw.optional.arm.FEAT_I8MM: 0\nhw.optional.neon: 1\n")
+    assert machine.parse_sysctl(mac) == {"fma", "f16c", "avx2", "avx512f", "avx512_vnni", "bf16", "asimd"}
+
+
+def _row(backend: str, device: str, precision: str, reference: bool = False) -> dict:
+    stages = {"text": 0.01, "scale_0": 0.02, "residual": 0.03, "decode": 0.01}
+    row = {"scenario": {"model": "tiny", "backend": backend, "batch": 1, "runtime": backend.split("-")[0],
+                        "device": device, "precision": precision},
+           "runs": 2, "wall_seconds": {"median": 0.1, "p90": 0.12}, "time_to_first_scale_seconds": 0.01,
+           "load_seconds": 1.0, "peak_rss_mb": 400.0, "artifact_bytes": 2**20, "stage_seconds": stages}
+    if reference:
+        row["flops_per_stage"] = {stage: 1e9 for stage in stages}
+    else:
+        row["fidelity"] = {"token_agreement": 0.9, "psnr_db": 40.0}
+    return row
+
+
+def _results(cpu_features: dict | None) -> dict:
+    info = {"date": "2026-01-01T00:00:00+00:00", "platform": "Linux", "cpu": "test CPU", "cpu_count": 2,
+            "torch": "2.13.0", "memory_gb": 8.0}
+    if cpu_features is not None:
+        info["cpu_features"] = cpu_features
+    rows = [_row("torch-cpu-fp32", "cpu", "fp32", reference=True), _row("torch-cpu-bf16", "cpu", "bf16"),
+            _row("onnx-cpu-int8", "cpu", "int8"), _row("onnx-cpu-int4", "cpu", "int4"),
+            _row("torch-cuda-bf16", "cuda", "bf16")]
+    return {"mode": "quick", "machine": info, "matmul_peak_gflops": {"cpu_fp32": 100.0, "cpu_bf16": 200.0},
+            "runs": 2, "warmup": 1, "results": rows, "skipped": []}
+
+
+def _features(native: bool) -> dict:
+    flags = ["avx2", "fma", "f16c"] + (["avx512f", "avx512_vnni", "avx512_bf16"] if native else [])
+    return {"arch": "x86_64", "flags": flags, "torch_capability": "AVX512" if native else "AVX2",
+            "native_bf16": native, "native_int8_dot": native, "native_fp16": False}
+
+
+def test_report_marks_rows_this_cpu_has_no_native_instructions_for():
+    text = report.markdown(_results(_features(native=False)))
+    assert "CPU instruction sets: AVX2, FMA, F16C (torch: AVX2)." in text
+    assert "| torch-cpu-bf16† |" in text and "| onnx-cpu-int4‡ |" in text
+    assert "| onnx-cpu-int8 |" in text  # weight-only: float32 MatMuls, no int8 instructions to lack
+    assert "| torch-cuda-bf16 |" in text  # the GPU's bf16 is not the CPU's
+    assert report.FOOTNOTES["†"] in text and report.FOOTNOTES["‡"] in text
+
+
+def test_report_does_not_mark_rows_on_a_cpu_with_native_instructions():
+    text = report.markdown(_results(_features(native=True)))
+    assert "CPU instruction sets: AVX2, FMA, F16C, AVX-512, AVX-512 VNNI, AVX-512 BF16 (torch: AVX512)." in text
+    assert "| torch-cpu-bf16 |" in text and "| onnx-cpu-int4 |" in text
+    assert not any(symbol in text for symbol in report.FOOTNOTES)
+
+
+@pytest.mark.parametrize("old", ["synthetic", "committed"])
+def test_results_without_cpu_features_still_render(old):
+    if old == "committed" and not OLD_RESULTS.is_file():
+        pytest.skip("no committed results")
+    results = _results(None) if old == "synthetic" else json.loads(OLD_RESULTS.read_text())
+    results["machine"].pop("cpu_features", None)
+    text = report.markdown(results)
+    assert "CPU instruction sets: not recorded." in text and "## End to end" in text
+    assert not any(symbol in text for symbol in report.FOOTNOTES)
