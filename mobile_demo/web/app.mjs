@@ -3,8 +3,8 @@
 // requestAnimationFrame, telling the worker once a preview is on screen (the worker decodes the next
 // preview only then). window.hart records what happened, for the end-to-end test:
 //   ready {ms, ...the worker's ready message}, paints [{run, kind: "preview"|"final", scale, t}],
-//   progress [{run, value, max, t}], runs [{run, ms, ...}]   (t and ms from performance.now(), in ms;
-//   run counts the Generate clicks from 1)
+//   progress [{run, value, max, t}], runs [{run, ms, ids, ...}]   (t and ms from performance.now(), in ms;
+//   run counts the Generate clicks from 1; ids: the sampled token ids, one array per scale)
 const $ = (id) => document.getElementById(id);
 const query = new URLSearchParams(location.search);
 const record = { isolated: self.crossOriginIsolated, ready: null, paints: [], progress: [], runs: [] };
@@ -38,7 +38,7 @@ function paint() {
   if (image.type === "preview") { worker.postMessage({ type: "painted" }); return; }
   const ms = performance.now() - current.started;
   record.runs.push({ run: current.id, ms, worker: image.ms, timings: image.timings, graphs: image.graphs,
-    previews: image.previews });
+    previews: image.previews, ids: image.ids });
   setProgress(info.scales.length + 1);
   current = null;
   $("status").textContent = `Done in ${(ms / 1000).toFixed(2)} s.`;

@@ -1,12 +1,17 @@
 // End-to-end check of the web demo in headless Chromium (playwright-core drives Debian's chromium):
-// type a prompt, click generate RUNS times (default 2: a cold and a warm image), save the first image
-// and a screenshot, and print one JSON line: the page's state, what it painted and when (the page's
-// window.hart record), the time until "Ready" and each image's time.
-//   node e2e.mjs URL OUT_DIR PROMPT SEED CFG [RUNS]
+// type a prompt, click generate RUNS times (default 2: a cold and a warm image), then generate each
+// further PROMPT SEED CFG triple once in the same page; save each prompt's first image (result.png,
+// then result_1.png, result_2.png, ... for the further triples) and a screenshot, and print one JSON
+// line: the page's state, what it painted and when during the first run (the page's window.hart
+// record), the time until "Ready", each image's time and, per triple, the sampled token ids.
+//   node e2e.mjs URL OUT_DIR PROMPT SEED CFG [RUNS [PROMPT SEED CFG]...]
 import { writeFileSync } from "node:fs";
 import { chromium } from "playwright-core";
 
-const [url, out, prompt, seed, cfg, runs = "2"] = process.argv.slice(2);
+const [url, out, prompt, seed, cfg, runs = "2", ...more] = process.argv.slice(2);
+if (more.length % 3) throw new Error("further prompts come as PROMPT SEED CFG triples");
+const jobs = [{ prompt, seed, cfg, runs: Number(runs) }];
+for (let i = 0; i < more.length; i += 3) jobs.push({ prompt: more[i], seed: more[i + 1], cfg: more[i + 2], runs: 1 });
 const browser = await chromium.launch({
   executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
   args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -20,18 +25,24 @@ try {
   page.on("pageerror", (error) => logs.push(`pageerror: ${error.message}`));
   await page.goto(url);
   await page.waitForFunction(settled, ["ready", "error"], { timeout: 180000 });
-  await page.fill("#prompt", prompt);
-  await page.fill("#seed", seed);
-  await page.fill("#cfg", cfg);
-  const images = [];
-  for (let i = 0; i < Number(runs); i++) {
-    if (await page.evaluate(() => document.body.dataset.state) === "error") break;
-    await page.click("#generate");
-    await page.waitForFunction((n) => window.hart.runs.length >= n || document.body.dataset.state === "error",
-      i + 1, { timeout: 300000 });
-    images.push(await page.evaluate(() => document.getElementById("result").toDataURL("image/png")));
+  let clicks = 0;
+  for (const job of jobs) {
+    job.images = [];
+    await page.fill("#prompt", job.prompt);
+    await page.fill("#seed", job.seed);
+    await page.fill("#cfg", job.cfg);
+    for (let i = 0; i < job.runs; i++) {
+      if (await page.evaluate(() => document.body.dataset.state) === "error") break;
+      await page.click("#generate");
+      clicks++;
+      await page.waitForFunction((n) => window.hart.runs.length >= n || document.body.dataset.state === "error",
+        clicks, { timeout: 300000 });
+      if (await page.evaluate(() => document.body.dataset.state) === "error") break;
+      job.images.push(await page.evaluate(() => document.getElementById("result").toDataURL("image/png")));
+      job.firstRun ??= clicks;
+    }
   }
-  const state = await page.evaluate(() => {
+  const state = await page.evaluate((repeats) => {
     const { isolated, ready, paints, progress, runs } = window.hart ?? // absent if app.mjs did not run
       { isolated: self.crossOriginIsolated, ready: null, paints: [], progress: [], runs: [] };
     const first = (entries) => entries.filter((entry) => entry.run === 1);
@@ -44,12 +55,20 @@ try {
       threads: ready?.threads ?? null, cores: ready?.cores ?? null,
       readySeconds: ready ? ready.ms / 1000 : null, // from the page's navigation start
       readyTimings: ready?.timings ?? null,
-      imageSeconds: runs.map((run) => run.ms / 1000), // click -> the result painted
+      // the first prompt's runs (cold, warm), click -> the result painted
+      imageSeconds: runs.filter((run) => run.run <= repeats).map((run) => run.ms / 1000),
       runs, paints: first(paints), progress: first(progress),
     };
-  });
-  if (images.length) writeFileSync(`${out}/result.png`, Buffer.from(images[0].split(",")[1], "base64"));
+  }, jobs[0].runs);
+  const images = jobs[0].images;
   state.sameImageEveryRun = images.length > 0 && images.every((image) => image === images[0]);
+  state.prompts = jobs.map((job, i) => {
+    const file = i === 0 ? "result.png" : `result_${i}.png`;
+    if (job.images.length) writeFileSync(`${out}/${file}`, Buffer.from(job.images[0].split(",")[1], "base64"));
+    const run = state.runs.find((entry) => entry.run === job.firstRun);
+    return { prompt: job.prompt, seed: Number(job.seed), cfg: Number(job.cfg), image: job.images.length ? file : null,
+      ids: run?.ids ?? null };
+  });
   await page.screenshot({ path: `${out}/screenshot.png`, fullPage: true });
   console.log(JSON.stringify({ ...state, logs }));
 } finally {

@@ -5,7 +5,8 @@
 //                   {type: "painted"}  (the page painted the last preview; the next one may be decoded)
 //   worker -> page  {type: "ready", ...}  {type: "progress", id, scale, scales}
 //                   {type: "preview" | "final", id, scale, width, height, pixels, ...}  {type: "error", message}
-// pixels are RGBA bytes (Uint8ClampedArray) whose buffer is transferred, not copied.
+// pixels are RGBA bytes (Uint8ClampedArray) whose buffer is transferred, not copied; the final message also
+// carries the sampled token ids of every scale (ids: one array of numbers per scale, row-major).
 import { generate } from "./hart_runtime.mjs";
 import { loadModel } from "./model_loader.mjs";
 import { toRGBA } from "./pixels.mjs";
@@ -113,7 +114,7 @@ async function run({ id, prompt, seed, options = {} }) {
   const image = toRGBA(result.image);
   self.postMessage({
     type: "final", id, scale: scales.length - 1, ...image, ms: performance.now() - started,
-    timings: result.timings, graphs: totals, previews,
+    timings: result.timings, graphs: totals, previews, ids: result.ids.map((ids) => Array.from(ids, Number)),
   }, [image.pixels.buffer]);
 }
 
