@@ -115,8 +115,9 @@ def build_parser() -> argparse.ArgumentParser:
     onnx_parser.add_argument("--model", default="tiny", help="preset name or model folder (default tiny)")
     onnx_parser.add_argument("--out", required=True, help="output folder; gets one subfolder per precision")
     onnx_parser.add_argument("--precision", default="fp32,int8", help="comma list of fp32, fp16, int8, qdq, int4")
-    onnx_parser.add_argument("--int4-block", type=int, default=128, help="MatMulNBits block size (32 or 128 ...)")
-    onnx_parser.add_argument("--int4-algorithm", default="rtn", choices=("rtn", "hqq"))
+    onnx_parser.add_argument("--int4-block", type=int, default=32, help="MatMulNBits block size (32, 64, 128 or 256)")
+    onnx_parser.add_argument("--int4-algorithm", default="rtn", choices=("rtn", "hqq"),
+                             help="rtn (default; a batch equals its images) or hqq (+1 point of tokens, not batch-exact)")
     onnx_parser.add_argument("--parity-seeds", type=int, default=20, help="seeds compared against PyTorch")
     onnx_parser.add_argument("--text-encoder", metavar="PATH", help="Qwen2 folder or 'random' (Qwen2 models)")
     onnx_parser.add_argument("--overwrite", action="store_true")

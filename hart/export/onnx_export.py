@@ -4,8 +4,6 @@ OUT/<precision>/ holds every graph of that precision plus manifest.json, so each
 handed to a runtime alone. Graphs a precision does not change are hard-linked from fp32.
 """
 
-import contextlib
-import io
 import logging
 import os
 import shutil
@@ -13,30 +11,28 @@ import time
 from pathlib import Path
 
 import numpy as np
-import onnx
 import torch
+from tqdm.auto import tqdm
 
 import hart
 from hart.atomic import atomic_directory
 from hart.components import HARTModel
 from hart.errors import ConfigError
 from hart.export import onnx_quantize
+from hart.export.capture import capture_graphs, export_graph
 from hart.export.graphs import GraphSpec, graph_specs
 from hart.export.manifest import build_manifest, graph_io, write_manifest
 from hart.export.qwen2_onnx import FOLDER as QWEN_FOLDER
+from hart.export.quiet import quiet_libraries
 
 log = logging.getLogger(__name__)
 
 PRECISIONS = ("fp32", "fp16", "int8", "qdq", "int4")
-# graphs each precision rewrites (the rest are the fp32 graphs)
-QUANTIZED = {
-    "fp16": None,  # every graph
-    "int8": ("text_encoder", "condition", "step", "residual"),
-    "qdq": ("step", "residual"),
-    "int4": ("text_encoder", "condition", "step", "residual"),
-}
-LARGE_GRAPH_BYTES = 1_800_000_000
-QWEN_GRAPH, QWEN_TOKENIZER = f"{QWEN_FOLDER}/model.onnx", f"{QWEN_FOLDER}/tokenizer.json"  # above this, weights go to external data (protobuf's 2 GB limit)
+# graphs each precision rewrites (None: every graph; the rest are the fp32 graphs). int8 rewrites every
+# graph so that each weight has one value everywhere: the int8 export is the model on rounded weights.
+QUANTIZED = {"fp16": None, "int8": None, "qdq": ("step", "residual"), "int4": None}
+INT4_GRAPHS = ("step", "residual")  # 4-bit weights here; int4's other graphs take weight-only int8
+QWEN_GRAPH, QWEN_TOKENIZER = f"{QWEN_FOLDER}/model.onnx", f"{QWEN_FOLDER}/tokenizer.json"
 
 
 def parse_precisions(text: str) -> tuple[str, ...]:
@@ -45,19 +41,6 @@ def parse_precisions(text: str) -> tuple[str, ...]:
     if unknown or not chosen:
         raise ConfigError(f"unknown precision(s) {', '.join(unknown) or '(none)'}; choose from {', '.join(PRECISIONS)}")
     return chosen
-
-
-def export_graph(spec: GraphSpec, folder: Path) -> Path:
-    """torch.export -> ONNX (opset 20) -> onnx.checker; large graphs keep their weights in <file>.data."""
-    path = folder / f"{spec.name}.onnx"
-    parameters = sum(p.numel() * p.element_size() for p in spec.module.parameters())
-    with contextlib.redirect_stdout(io.StringIO()) as chatter, torch.no_grad():
-        program = torch.onnx.export(spec.module.eval(), spec.example, dynamo=True, input_names=spec.inputs,
-                                    output_names=spec.outputs, dynamic_shapes=spec.dynamic, verbose=False)
-    log.debug("%s export log:\n%s", spec.name, chatter.getvalue())
-    program.save(str(path), external_data=parameters > LARGE_GRAPH_BYTES)
-    onnx.checker.check_model(str(path))
-    return path
 
 
 def _link_or_copy(source: Path, target: Path) -> None:
@@ -95,7 +78,7 @@ def build_precision(precision: str, fp32: Path, target: Path, specs: list[GraphS
                 _link_or_copy(file, target / file.name)
         elif precision == "fp16":
             onnx_quantize.convert_fp16(source, destination)
-        elif precision == "int8" or (precision == "int4" and spec.name in ("text_encoder", "condition")):
+        elif precision == "int8" or (precision == "int4" and spec.name not in INT4_GRAPHS):
             onnx_quantize.quantize_int8(source, destination)
         elif precision == "int4":
             onnx_quantize.quantize_int4(source, destination, int4_block, int4_algorithm)
@@ -103,14 +86,16 @@ def build_precision(precision: str, fp32: Path, target: Path, specs: list[GraphS
             onnx_quantize.quantize_qdq(source, destination, calibration[spec.name])
 
 
-def export_onnx(model: HARTModel, out: str | Path, precisions: tuple[str, ...] = ("fp32",), int4_block: int = 128,
+def export_onnx(model: HARTModel, out: str | Path, precisions: tuple[str, ...] = ("fp32",), int4_block: int = 32,
                 int4_algorithm: str = "rtn", parity_seeds: int = 20, overwrite: bool = False,
-                text_encoder_dir: str | Path | None = None) -> Path:
+                text_encoder_dir: str | Path | None = None, show_progress: bool = False) -> Path:
     """Export `model` (CPU, float32) to OUT/<precision>/ for every requested precision.
 
-    Models with the Qwen2 text encoder export it too when `text_encoder_dir` (the local Qwen2 folder)
-    is given (see hart.export.qwen2_onnx); without it their export has no text graph."""
-    from hart.export.parity import calibration_feeds, measure_parity, parity_prompts
+    Every precision's parity is measured against PyTorch and must meet `parity.THRESHOLDS`; if one
+    misses, nothing is written and `ParityError` names each missed number. Models with the Qwen2 text
+    encoder export it too when `text_encoder_dir` (the local Qwen2 folder) is given (see
+    hart.export.qwen2_onnx); without it their export has no text graph."""
+    from hart.export.parity import ParityError, calibration_feeds, measure_parity, parity_prompts, reference_run
 
     if int4_algorithm not in onnx_quantize.INT4_ALGORITHMS or int4_block not in (32, 64, 128, 256):
         raise ConfigError(f"int4 needs --int4-algorithm in {onnx_quantize.INT4_ALGORITHMS} and a block of "
@@ -119,13 +104,20 @@ def export_onnx(model: HARTModel, out: str | Path, precisions: tuple[str, ...] =
     specs = graph_specs(model)
     prompts = parity_prompts(model.config, max(parity_seeds, 1))
     out = Path(out)
-    with atomic_directory(out, overwrite=overwrite) as tmp:
+    steps = len(specs) + 1 + sum(1 if p == "fp32" else 2 for p in precisions)  # graphs, reference, precisions
+    with (atomic_directory(out, overwrite=overwrite) as tmp, quiet_libraries(),
+          tqdm(total=steps, desc="export", unit="step", disable=not show_progress, leave=False) as bar):
         fp32 = tmp / "fp32"
         fp32.mkdir()
         started = time.perf_counter()
-        for spec in specs:
-            export_graph(spec, fp32)
-            log.info("exported %s", spec.name)
+        by_name = {spec.name: spec for spec in specs}
+
+        def captured(name: str) -> None:
+            bar.set_postfix_str(name)
+            bar.update()
+            log.info("exported %s", name)
+
+        capture_graphs(model, list(by_name), fp32, lambda name: export_graph(by_name[name], fp32), captured)
         text = None
         if model.config.text.kind == "qwen2" and text_encoder_dir is not None:
             from hart.export.qwen2_onnx import export_qwen2_text_encoder
@@ -143,15 +135,25 @@ def export_onnx(model: HARTModel, out: str | Path, precisions: tuple[str, ...] =
 
         write_manifest(fp32, manifest(fp32, "fp32"))
         log.info("fp32 graphs in %.1f s", time.perf_counter() - started)
+        bar.set_postfix_str("PyTorch reference")
+        reference = reference_run(model, prompts, parity_seeds)
+        bar.update()
         calibration = calibration_feeds(fp32, prompts[:8]) if "qdq" in precisions else {}
         for precision in precisions:
             if precision != "fp32":
+                bar.set_postfix_str(f"{precision} graphs")
                 build_precision(precision, fp32, tmp / precision, specs, calibration, int4_block, int4_algorithm)
                 write_manifest(tmp / precision, manifest(tmp / precision, precision))
+                bar.update()
             options = {"int4_block": int4_block, "int4_algorithm": int4_algorithm} if precision == "int4" else {}
-            parity = measure_parity(model, tmp / precision, specs, prompts, parity_seeds)
-            write_manifest(tmp / precision, manifest(tmp / precision, precision, parity, options))
+            bar.set_postfix_str(f"{precision} parity")
+            parity = measure_parity(model, tmp / precision, specs, prompts, parity_seeds, reference)
+            bar.update()
             log.info("%s: %s", precision, parity["summary"])
+            if not parity["met"]:
+                raise ParityError(f"the {precision} export missed its parity thresholds ({'; '.join(parity['missed'])}), "
+                                  f"so nothing was written to {out}")
+            write_manifest(tmp / precision, manifest(tmp / precision, precision, parity, options))
         if "fp32" not in precisions:
             shutil.rmtree(fp32)
     log.info("export written to %s (hart %s)", out, hart.__version__)

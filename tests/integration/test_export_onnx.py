@@ -4,12 +4,15 @@ import json
 import shutil
 import subprocess
 import sys
+from dataclasses import asdict
 
 import numpy as np
+import onnx
 import pytest
 
 from hart.checkpoints import load_pretrained
 from hart.errors import CheckpointError
+from hart.export.parity import THRESHOLDS, ParityError
 from hart.pipeline import HARTPipeline
 from hart.runtime.manifest import read_manifest
 from hart.runtime.onnx_pipeline import OnnxPipeline
@@ -41,18 +44,63 @@ def test_an_independent_run_matches_pytorch(export):
     assert 10 * np.log10(1 / np.mean((got.images - want.images.numpy()) ** 2)) >= 40
 
 
-def test_quantized_variants_are_smaller_and_measured(export):
+def test_quantized_variants_are_smaller_and_met_their_thresholds(export):
     sizes = {p: sum(f.bytes for name, f in read_manifest(export / p).files.items() if name.startswith("step"))
              for p in PRECISIONS}
     assert sizes["int4"] < sizes["int8"] < sizes["fp16"] < sizes["fp32"]
     assert sizes["qdq"] < 0.5 * sizes["fp32"]
-    for precision in PRECISIONS[1:]:
+    for precision in PRECISIONS:
         parity = read_manifest(export / precision).parity
-        assert parity["teacher_forced_token_agreement"] > 0.5, precision
-        assert parity["image_psnr_db"]["mean"] > 10, precision
+        assert parity["met"] and "missed" not in parity, precision
+        assert parity["thresholds"] == {k: v for k, v in asdict(THRESHOLDS[precision]).items() if v is not None}
         assert set(parity["component_relative_error"]) >= {"step", "residual", "decoder"}
-    fp16 = read_manifest(export / "fp16").parity
-    assert fp16["component_relative_error"]["step"] < 1e-2
+    int8 = read_manifest(export / "int8").parity  # the issue's floors for the int8 a mobile developer ships
+    assert int8["teacher_forced_token_agreement"] >= 0.95 and int8["image_psnr_db"]["mean"] >= 30
+
+
+def test_int8_is_the_model_on_rounded_weights_so_any_cpu_gives_its_tokens(export):
+    """Weight-only int8 runs float32 arithmetic on rounded weights: against PyTorch on those weights
+    every graph agrees as closely as fp32 agrees with the model (no integer kernel, no CPU-specific
+    path), and the decoder's weights are int8 too."""
+    manifest = read_manifest(export / "int8")
+    rounded = manifest.parity["rounded_weights"]
+    assert max(rounded["component_relative_error"].values()) < 1e-4
+    assert rounded["teacher_forced_token_agreement"] >= 0.999
+    for name in manifest.graphs:
+        ops = {n.op_type for n in onnx.load(str(export / "int8" / f"{name}.onnx")).graph.node}
+        assert not ops & {"MatMulInteger", "DynamicQuantizeLinear", "QLinearMatMul", "ConvInteger", "MatMulNBits"}, name
+    decoder = onnx.load(str(export / "int8" / "decoder.onnx"))
+    assert sum(i.data_type == onnx.TensorProto.INT8 for i in decoder.graph.initializer) >= 10
+    assert (export / "int8" / "decoder.onnx").stat().st_size < 0.4 * (export / "fp32" / "decoder.onnx").stat().st_size
+
+
+def test_a_precision_that_misses_its_thresholds_writes_nothing_and_says_what(export, tmp_path, monkeypatch):
+    """A broken int8 (weights saturating at a quarter of their range, as an int16 pair sum would) makes
+    the export fail with the numbers it missed and leave no folder behind. Graph capture is replaced
+    by the session export's fp32 graphs to keep this fast."""
+    from hart.export import onnx_export, onnx_quantize
+
+    blocks = onnx_quantize.int8_blocks
+
+    def saturating(weight, block):
+        values, scale = blocks(weight, block)
+        return np.clip(values, -32, 32).astype(np.int8), scale
+
+    monkeypatch.setattr(onnx_quantize, "int8_blocks", saturating)
+
+    def copy_graphs(model, names, folder, export_one, done):
+        for name in names:
+            shutil.copy(export / "fp32" / f"{name}.onnx", folder)
+            done(name)
+
+    monkeypatch.setattr(onnx_export, "capture_graphs", copy_graphs)
+    out = tmp_path / "broken"
+    with pytest.raises(ParityError) as refused:
+        onnx_export.export_onnx(load_pretrained("tiny"), out, ("fp32", "int8"), parity_seeds=4)
+    message = str(refused.value)
+    assert message.startswith("the int8 export missed its parity thresholds (") and "nothing was written" in message
+    assert "teacher-forced tokens" in message and "graph 'step' relative error" in message, message
+    assert not out.exists() and list(tmp_path.iterdir()) == []
 
 
 def test_manifest_describes_every_graph(export):

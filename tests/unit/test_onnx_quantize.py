@@ -9,7 +9,7 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from hart.export.onnx_quantize import (INT8_BLOCK, _int8_blocks, dequantized, gemm_to_matmul, module_of, quantize_int4,
+from hart.export.onnx_quantize import (INT8_BLOCK, int8_blocks, dequantized, gemm_to_matmul, module_of, quantize_int4,
                                        quantize_int8)
 
 
@@ -96,7 +96,7 @@ def test_int8_is_the_float_graph_on_rounded_weights(tmp_path, graph):
     for tensor in reference.graph.initializer:  # the float graph, its weights rounded as the int8 graph stores them
         if tensor.name in weights:
             shape = tuple(tensor.dims)
-            values, scale = _int8_blocks(numpy_helper.to_array(tensor).reshape(shape[-2], shape[-1]), INT8_BLOCK)
+            values, scale = int8_blocks(numpy_helper.to_array(tensor).reshape(shape[-2], shape[-1]), INT8_BLOCK)
             np.testing.assert_array_equal(values, numpy_helper.to_array(stored[f"{tensor.name}__int8"]))
             tensor.CopyFrom(numpy_helper.from_array(dequantized(values, scale, INT8_BLOCK, shape), tensor.name))
     x = rows(3, 5, reference.graph.input[0].type.tensor_type.shape.dim[1].dim_value)
