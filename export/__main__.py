@@ -4,4 +4,5 @@ import sys
 
 from hart.cli import main
 
-raise SystemExit(main(["export", *sys.argv[1:]]))
+if __name__ == "__main__":  # spawned export workers import this module too
+    raise SystemExit(main(["export", *sys.argv[1:]]))

@@ -1,3 +1,4 @@
 from hart.cli import main
 
-raise SystemExit(main())
+if __name__ == "__main__":  # spawned export workers import this module too
+    raise SystemExit(main())

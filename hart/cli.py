@@ -166,6 +166,7 @@ def _export(args: argparse.Namespace) -> None:
             print(f"{out / mode}: {size / 2**20:.1f} MiB of packages; simulated worst component error {worst:.2e}")
         print(f"exported in {time.perf_counter() - started:.0f} s")
         return
+    from hart.export.capture import auto_processes
     from hart.export.onnx_export import export_onnx, parse_precisions
 
     precisions = parse_precisions(args.precision)
@@ -175,7 +176,7 @@ def _export(args: argparse.Namespace) -> None:
     model = load_pretrained(args.model, args.text_encoder)
     qwen2 = args.text_encoder if args.text_encoder not in (None, "random") else None
     out = export_onnx(model, args.out, precisions, args.int4_block, args.int4_algorithm, args.parity_seeds,
-                      args.overwrite, text_encoder_dir=qwen2, show_progress=True)
+                      args.overwrite, text_encoder_dir=qwen2, show_progress=True, capture_processes=auto_processes(model))
     print(f"{'precision':<10}{'MiB':>7}{'tokens':>9}{'forced':>9}{'PSNR min':>12}{'mean':>8}{'graph error':>13}  folder")
     for precision in precisions:
         manifest = read_manifest(out / precision, verify=False)

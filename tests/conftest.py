@@ -57,6 +57,9 @@ def model(config):
 def onnx_export(tmp_path_factory):
     """The embedded model exported once per test session in every ONNX precision."""
     from hart.checkpoints import load_pretrained
+    from hart.export.capture import auto_processes
     from hart.export.onnx_export import PRECISIONS, export_onnx
 
-    return export_onnx(load_pretrained("tiny"), tmp_path_factory.mktemp("onnx") / "tiny", PRECISIONS, parity_seeds=20)
+    model = load_pretrained("tiny")
+    return export_onnx(model, tmp_path_factory.mktemp("onnx") / "tiny", PRECISIONS, parity_seeds=20,
+                       capture_processes=auto_processes(model))

@@ -2,8 +2,8 @@
 
 Capture is single-threaded Python (tracing, symbolic shapes, decompositions, the ONNX optimizer) and
 took 48 of the embedded model's 74 export seconds on a 2-core CPU, so the graphs are spread over one
-process per core, largest first. A large model is captured in this process only: each worker holds
-its own copy of the weights.
+process per core, largest first, when the caller asks for it (`auto_processes`: the CLI and the
+tests do). A large model is captured in one process only: each worker holds its own copy of the weights.
 """
 
 import contextlib
@@ -55,14 +55,21 @@ def _capture_in_worker(name: str, folder: str) -> str:
     return name
 
 
+def auto_processes(model: HARTModel) -> int:
+    """One capture process per core (at most 4), or 1 for a model too large to copy into each."""
+    parameters = sum(p.numel() for network in model.networks().values() for p in network.parameters())
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return 1 if parameters > PARALLEL_MAX_PARAMETERS else max(1, min(cores, 4))
+
+
 def capture_graphs(model: HARTModel, names: list[str], folder: Path, export_one: Callable[[str], None],
-                   done: Callable[[str], None]) -> None:
+                   done: Callable[[str], None], processes: int = 1) -> None:
     """Export the graphs `names` of `model` into `folder`; `done(name)` after each one.
 
-    `export_one(name)` captures in this process (one core, or a model too large to copy)."""
-    parameters = sum(p.numel() for network in model.networks().values() for p in network.parameters())
-    workers = min(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1, 4)
-    if workers < 2 or parameters > PARALLEL_MAX_PARAMETERS:
+    With `processes` > 1 the graphs are captured in that many spawned processes, which re-import the
+    caller's main module: only for callers whose main module is import-safe (the CLI, pytest; a
+    script needs `if __name__ == "__main__":`). Otherwise `export_one(name)` captures here."""
+    if processes < 2:
         for name in names:
             export_one(name)
             done(name)
@@ -70,8 +77,8 @@ def capture_graphs(model: HARTModel, names: list[str], folder: Path, export_one:
     # largest first, so that the last graph to finish is a small one
     order = sorted(names, key=lambda n: {"residual": 0, "step": 1, "decoder": 2}.get(n, 3))
     context = multiprocessing.get_context("spawn")  # no forked torch threads or locks
-    with ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker, initargs=(model,)) as pool:
+    with ProcessPoolExecutor(processes, mp_context=context, initializer=_start_worker, initargs=(model,)) as pool:
         futures = [pool.submit(_capture_in_worker, name, str(folder)) for name in order]
         for future in as_completed(futures):
             done(future.result())
-    log.info("captured %d graphs in %d processes", len(names), workers)
+    log.info("captured %d graphs in %d processes", len(names), processes)

@@ -88,10 +88,12 @@ def build_precision(precision: str, fp32: Path, target: Path, specs: list[GraphS
 
 def export_onnx(model: HARTModel, out: str | Path, precisions: tuple[str, ...] = ("fp32",), int4_block: int = 32,
                 int4_algorithm: str = "rtn", parity_seeds: int = 20, overwrite: bool = False,
-                text_encoder_dir: str | Path | None = None, show_progress: bool = False) -> Path:
+                text_encoder_dir: str | Path | None = None, show_progress: bool = False,
+                capture_processes: int = 1) -> Path:
     """Export `model` (CPU, float32) to OUT/<precision>/ for every requested precision.
 
-    Every precision's parity is measured against PyTorch and must meet `parity.THRESHOLDS`; if one
+    `capture_processes` > 1 captures the graphs in that many processes (see hart.export.capture; the
+    CLI passes `auto_processes(model)`). Every precision's parity is measured against PyTorch and must meet `parity.THRESHOLDS`; if one
     misses, nothing is written and `ParityError` names each missed number. Models with the Qwen2 text
     encoder export it too when `text_encoder_dir` (the local Qwen2 folder) is given (see
     hart.export.qwen2_onnx); without it their export has no text graph."""
@@ -117,7 +119,8 @@ def export_onnx(model: HARTModel, out: str | Path, precisions: tuple[str, ...] =
             bar.update()
             log.info("exported %s", name)
 
-        capture_graphs(model, list(by_name), fp32, lambda name: export_graph(by_name[name], fp32), captured)
+        capture_graphs(model, list(by_name), fp32, lambda name: export_graph(by_name[name], fp32), captured,
+                       capture_processes)
         text = None
         if model.config.text.kind == "qwen2" and text_encoder_dir is not None:
             from hart.export.qwen2_onnx import export_qwen2_text_encoder
