@@ -8,7 +8,10 @@
            in float32 on the rounded weights and activations are never quantized, so the result is the
            float32 graph's on those weights on any CPU and for any batch: a batch gives bitwise what
            its images give one by one. int8 is a download/disk size: in memory and in time it is fp32.
-    qdq    static int8 QDQ: activations calibrated on every scale's inputs from real pipeline runs
+    qdq    static 8-bit QDQ, uint8 activations calibrated on every scale's inputs from real pipeline
+           runs, uint8 per-channel weights (U8U8: the int16 pair sums of x86 without VNNI cannot
+           saturate on uint8 x uint8, as they do on uint8 x int8; measured equal fidelity, 83.5 % vs
+           84.4 % teacher-forced tokens on the embedded model, reduce_range 84.3 %)
     int4   MatMulNBits 4-bit weights (block 32 by default, HQQ or RTN) on the MLP gate/up projections,
            the rest (SENSITIVE_MODULES, measured below) at weight-only int8 as above. RTN nodes take
            accuracy_level 4 (activations to int8 per row and block inside the kernel).
@@ -267,7 +270,7 @@ def quantize_int4(source: Path, target: Path, block_size: int = 32, algorithm: s
 
 
 def quantize_qdq(source: Path, target: Path, calibration: list[dict[str, np.ndarray]]) -> None:
-    """Static int8 QDQ (uint8 activations, per-channel int8 weights) calibrated on `calibration` feeds."""
+    """Static QDQ (uint8 activations, per-channel uint8 weights) calibrated on `calibration` feeds."""
     from onnxruntime.quantization import (CalibrationDataReader, QuantFormat, QuantType, quantize_static)
 
     class Feeds(CalibrationDataReader):
@@ -281,7 +284,7 @@ def quantize_qdq(source: Path, target: Path, calibration: list[dict[str, np.ndar
     _save(_prepared(source), staged)
     try:
         quantize_static(str(staged), str(target), Feeds(), quant_format=QuantFormat.QDQ, per_channel=True,
-                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul"],
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QUInt8, op_types_to_quantize=["MatMul"],
                         extra_options={"MatMulConstBOnly": True}, use_external_data_format=_bytes(staged) > LARGE)
     finally:
         staged.unlink(missing_ok=True)
