@@ -153,7 +153,10 @@ def export_onnx(model: HARTModel, out: str | Path, precisions: tuple[str, ...] =
             parity = measure_parity(model, tmp / precision, specs, prompts, parity_seeds, reference)
             bar.update()
             log.info("%s: %s", precision, parity["summary"])
-            if not parity["met"]:
+            if not parity["met"] and model.random_weights:  # timing runs: near-uniform logits tie everywhere
+                log.warning("%s missed its parity thresholds (%s); recorded, not enforced: the model has random "
+                            "weights", precision, "; ".join(parity["missed"]))
+            elif not parity["met"]:
                 raise ParityError(f"the {precision} export missed its parity thresholds ({'; '.join(parity['missed'])}), "
                                   f"so nothing was written to {out}")
             write_manifest(tmp / precision, manifest(tmp / precision, precision, parity, options))

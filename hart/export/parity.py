@@ -165,12 +165,12 @@ def rounded_weights_model(model: HARTModel, folder: Path) -> HARTModel:
                 continue
             values = numpy_helper.to_array(tensor)
             scale = numpy_helper.to_array(tensors[f"{name[:-len('__int8')]}__scale"])
-            match = by_values.get(values.reshape(values.shape[0], -1).tobytes() if values.ndim == 4
-                                  else values.reshape(values.shape[-2:]).tobytes())
+            conv = scale.ndim == 4  # one scale per output channel [O, 1, 1, 1]; a MatMul's are [(blocks,) 1, N]
+            match = by_values.get(values.tobytes() if conv else values.reshape(values.shape[-2:]).tobytes())
             if match is None:
                 raise ParityError(f"{path.name}: the int8 weight {name} matches no parameter of the model")
             parameter, transposed = match
-            if values.ndim == 4:
+            if conv:
                 weight = values.astype(np.float32) * scale
             else:
                 weight = onnx_quantize.dequantized(values.reshape(values.shape[-2:]), scale, blocks, values.shape[-2:])
