@@ -153,6 +153,10 @@ def load_official_weights(networks: dict[str, torch.nn.Module], mapped: dict, so
         if missing:
             raise CheckpointError(f"{source} is missing key(s) {', '.join(missing[:5])}"
                                   f"{' and more' if len(missing) > 5 else ''}")
+        extra = sorted(official for key, (official, _) in given.items() if key not in expected)
+        if extra:  # mapped by the key table, but e.g. a block past this config's depth: refused, not dropped
+            raise CheckpointError(f"{source} has unexpected key(s) {', '.join(extra[:5])}"
+                                  f"{' and more' if len(extra) > 5 else ''} (no place for them in this config)")
         for key, target in expected.items():
             official, tensor = given[key]
             if tuple(tensor.shape) != tuple(target.shape):

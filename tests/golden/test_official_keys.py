@@ -77,6 +77,11 @@ def test_a_reduced_official_release_loads_strictly_and_prefers_ema(tmp_path):
     (lambda s: s.update({"blocks.0.attn.rotary.inv_freq": torch.zeros(4)}),
      r"unexpected key\(s\) blocks\.0\.attn\.rotary\.inv_freq"),
     (lambda s: s.update({"head.weight": torch.zeros(3, 3)}), r"head\.weight has shape \[3, 3\], expected \[64, 128\]"),
+    # keys the key table can map but this config has no place for: a block past the depth, an extra head block
+    (lambda s: s.update({"blocks.9.ffn.up_proj.weight": s["blocks.1.ffn.up_proj.weight"]}),
+     r"unexpected key\(s\) blocks\.9\.ffn\.up_proj\.weight \(no place for them in this config\)"),
+    (lambda s: s.update({k.replace("res_blocks.1.", "res_blocks.7."): v for k, v in s.items() if "res_blocks.1." in k}),
+     r"unexpected key\(s\) diffloss\.net\.res_blocks\.7\."),
 ])
 def test_release_mismatches_name_the_official_key(tmp_path, damage, message):
     config = small_config()
