@@ -198,7 +198,10 @@ def _bench(args: argparse.Namespace) -> None:
     def listed(text, known=None, kind=str):
         if text is None:
             return None
-        values = tuple(kind(v.strip()) for v in text.split(",") if v.strip())
+        try:
+            values = tuple(kind(v.strip()) for v in text.split(",") if v.strip())
+        except ValueError:
+            raise HartError(f"{text!r} is not a comma list of {'whole numbers' if kind is int else 'names'}") from None
         unknown = [v for v in values if known is not None and v not in known]
         if unknown:
             raise HartError(f"unknown {'model' if known is MODELS else 'backend'}(s) {', '.join(unknown)}; known: "

@@ -36,6 +36,17 @@ class WordTokenizer:
     def size(self) -> int:
         return len(self.vocab) + 2
 
+    @staticmethod
+    def _unknown(prompt: str, unknown: set[str]) -> str:
+        """The words as the user typed them ('rød', not its letter runs 'r' and 'd'), at most 10."""
+        if not unknown:
+            return "no words"
+        typed = sorted({token.strip(".,;:!?\"'()") for token in prompt.split()
+                        if set(WORD_PATTERN.findall(token.lower())) & unknown or not WORD_PATTERN.search(token.lower())}
+                       - {""})
+        named = ", ".join(repr(w) for w in typed[:10]) + (f" and {len(typed) - 10} more" if len(typed) > 10 else "")
+        return f"unknown word(s) {named}"
+
     def split(self, prompt: str) -> list[str]:
         return WORD_PATTERN.findall(prompt.lower())
 
@@ -44,13 +55,16 @@ class WordTokenizer:
         rows = []
         for i, prompt in enumerate(check_prompts(prompts)):
             words = self.split(prompt)
-            unknown = sorted(set(words) - self.ids.keys())
+            unknown = set(words) - self.ids.keys()
             if not words or unknown:
-                what = f"unknown word(s) {', '.join(repr(w) for w in unknown)}" if unknown else "no words"
-                raise PromptError(f"prompt {i + 1} ({prompt!r}) has {what}; this model knows: "
-                                  f"{', '.join(sorted(self.vocab))}")
+                raise PromptError(f"prompt {i + 1} ({_shortened(prompt)}) has {self._unknown(prompt, unknown)}; "
+                                  f"this model knows: {', '.join(sorted(self.vocab))}")
             if len(words) > self.max_tokens:
                 raise PromptError(f"prompt {i + 1} has {len(words)} words; this model reads at most {self.max_tokens}")
             rows.append([self.ids[w] for w in words] + [PAD_ID] * (self.max_tokens - len(words)))
         ids = np.array(rows, dtype=np.int64)
         return ids, ids != PAD_ID
+
+
+def _shortened(prompt: str, limit: int = 80) -> str:
+    return repr(prompt if len(prompt) <= limit else prompt[:limit] + "…")

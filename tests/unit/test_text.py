@@ -22,10 +22,19 @@ def test_word_tokenizer_right_pads_and_marks_real_tokens():
     ("!!!", "has no words"),
     ("", "prompt 1 is empty"),
     ("a red circle on a red circle on", "has 8 words; this model reads at most 6"),
+    ("a rød circle", r"unknown word\(s\) 'rød';"),  # the word as typed, not its letter runs 'r', 'd'
+    ("a bluе circle, ok?", r"unknown word\(s\) 'bluе', 'ok';"),  # a Cyrillic 'е'; punctuation stripped
 ])
 def test_unknown_or_bad_prompts_are_refused_with_the_reason(prompt, message):
     with pytest.raises(PromptError, match=message):
         WordTokenizer(VOCAB, max_tokens=6)([prompt])
+
+
+def test_thousands_of_unknown_words_are_named_ten_at_a_time():
+    with pytest.raises(PromptError) as refused:
+        WordTokenizer(VOCAB, max_tokens=6)([" ".join(f"w{i}x" for i in range(5000))])
+    message = str(refused.value)
+    assert "and 4990 more;" in message and len(message) < 400, message[:400]
 
 
 def test_word_encoder_features_ignore_padding_keys():
