@@ -192,6 +192,8 @@ def _export(args: argparse.Namespace) -> None:
 
 
 def _bench(args: argparse.Namespace) -> None:
+    import matplotlib  # noqa: F401  the report's plots need it: refused before minutes of benchmarks, not after
+
     from hart.bench.run import run_benchmark
     from hart.bench.scenarios import BACKENDS, MODELS
 
@@ -233,6 +235,12 @@ COMMANDS = {"generate": _generate, "info": _info, "convert": _convert, "train": 
             "export": _export, "bench": _bench, "demo": _demo}
 
 
+# optional modules -> the pyproject extra that installs them (a missing one is one sentence, not a traceback)
+OPTIONAL_MODULES = {"onnx": "onnx", "onnxruntime": "onnx", "onnxscript": "onnx", "onnx_ir": "onnx",
+                    "coremltools": "coreml", "sklearn": "coreml", "transformers": "official",
+                    "optimum": "onnx-qwen2", "matplotlib": "bench"}
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
@@ -241,6 +249,13 @@ def main(argv: list[str] | None = None) -> int:
         COMMANDS[args.command](args)
     except HartError as err:
         print(f"hart {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except ModuleNotFoundError as err:
+        extra = OPTIONAL_MODULES.get((err.name or "").split(".")[0])
+        if extra is None:
+            raise
+        print(f"hart {args.command}: error: this needs the optional package {err.name.split('.')[0]}; install "
+              f"it with: pip install \"hart[{extra}]\" (or pip install -e \".[{extra}]\" in a clone)", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -56,6 +56,21 @@ def test_bad_arguments_give_one_line_not_a_traceback(model_dir, tmp_path, args, 
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.parametrize("module, args, extra", [
+    ("onnx", ["export", "onnx", "--model", "tiny", "--out", "x"], "onnx"),
+    ("onnxruntime", ["generate", "a red circle", "--backend", "onnx", "--model", "x"], "onnx"),
+    ("coremltools", ["export", "coreml", "--model", "tiny", "--out", "x"], "coreml"),
+    ("matplotlib", ["bench", "--mode", "quick", "--models", "tiny", "--backends", "torch-cpu-fp32"], "bench"),
+])
+def test_a_missing_optional_package_names_its_extra(module, args, extra, monkeypatch, tmp_path, capsys):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setitem(sys.modules, module, None)  # importing it now raises ModuleNotFoundError
+    assert main(args) == 2
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(lines) == 1 and module in lines[0] and f"[{extra}]" in lines[0], lines
+    assert not any(tmp_path.iterdir())
+
+
 def test_info_counts_the_0p7b_preset():
     result = run_hart("info", "hart-0.7b-1024px", "--json")
     assert result.returncode == 0, result.stderr
