@@ -38,7 +38,10 @@ def prepare_exports(scenarios: list[Scenario], exports: Path) -> None:
         if runtime == "onnx":
             from hart.export.onnx_export import export_onnx
 
-            export_onnx(model, target, tuple(sorted(precisions)), parity_seeds=1, overwrite=True)
+            # trained weights: the export's own parity seeds (its thresholds are means over them); random
+            # weights only record parity, so one seed keeps a 0.7B export short
+            export_onnx(model, target, tuple(sorted(precisions)), parity_seeds=1 if model.random_weights else 20,
+                        overwrite=True)
         else:
             from hart.export.coreml_export import export_coreml
 
