@@ -178,14 +178,14 @@ def _export(args: argparse.Namespace) -> None:
     out = export_onnx(model, args.out, precisions, args.int4_block, args.int4_algorithm, args.parity_seeds,
                       args.overwrite, text_encoder_dir=qwen2, show_progress=True, capture_processes=auto_processes(model))
     print(f"{'precision':<10}{'MiB':>7}{'tokens':>9}{'forced':>9}{'PSNR min':>12}{'mean':>8}{'graph error':>13}  folder")
-    for precision in precisions:
-        manifest = read_manifest(out / precision, verify=False)
+    manifests = {precision: read_manifest(out / precision, verify=False) for precision in precisions}
+    for precision, manifest in manifests.items():
         parity, size = manifest.parity, sum(f.bytes for f in manifest.files.values()) / 2**20
         tokens, forced = 100 * parity["token_agreement"], 100 * parity["teacher_forced_token_agreement"]
         worst = max(parity["component_relative_error"].values())
         print(f"{precision:<10}{size:>7.1f}{tokens:>8.1f}%{forced:>8.1f}%{parity['image_psnr_db']['min']:>9.1f} dB"
               f"{parity['image_psnr_db']['mean']:>8.1f}{worst:>13.1e}  {out / precision}")
-    met = all(read_manifest(out / p, verify=False).parity["met"] for p in precisions)
+    met = all(manifest.parity["met"] for manifest in manifests.values())
     print(f"exported in {time.perf_counter() - started:.0f} s; "
           + ("every precision met its parity thresholds" if met else "parity recorded, not enforced (random weights)")
           + f" (tokens and images against PyTorch fp32 on {args.parity_seeds} seeds, in each manifest.json)")

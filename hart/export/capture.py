@@ -57,28 +57,28 @@ def _capture_in_worker(name: str, folder: str) -> str:
 
 def auto_processes(model: HARTModel) -> int:
     """One capture process per core (at most 4), or 1 for a model too large to copy into each."""
-    parameters = sum(p.numel() for network in model.networks().values() for p in network.parameters())
+    parameters = sum(model.parameter_counts().values())
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     return 1 if parameters > PARALLEL_MAX_PARAMETERS else max(1, min(cores, 4))
 
 
-def capture_graphs(model: HARTModel, names: list[str], folder: Path, export_one: Callable[[str], None],
-                   done: Callable[[str], None], processes: int = 1) -> None:
-    """Export the graphs `names` of `model` into `folder`; `done(name)` after each one.
+def capture_graphs(model: HARTModel, specs: list[GraphSpec], folder: Path, done: Callable[[str], None],
+                   processes: int = 1) -> None:
+    """Export every graph of `specs` into `folder`; `done(name)` after each one.
 
     With `processes` > 1 the graphs are captured in that many spawned processes, which re-import the
     caller's main module: only for callers whose main module is import-safe (the CLI, pytest; a
-    script needs `if __name__ == "__main__":`). Otherwise `export_one(name)` captures here."""
+    script needs `if __name__ == "__main__":`). Otherwise they are captured here."""
     if processes < 2:
-        for name in names:
-            export_one(name)
-            done(name)
+        for spec in specs:
+            export_graph(spec, folder)
+            done(spec.name)
         return
     # largest first, so that the last graph to finish is a small one
-    order = sorted(names, key=lambda n: {"residual": 0, "step": 1, "decoder": 2}.get(n, 3))
+    order = sorted((s.name for s in specs), key=lambda n: {"residual": 0, "step": 1, "decoder": 2}.get(n, 3))
     context = multiprocessing.get_context("spawn")  # no forked torch threads or locks
     with ProcessPoolExecutor(processes, mp_context=context, initializer=_start_worker, initargs=(model,)) as pool:
         futures = [pool.submit(_capture_in_worker, name, str(folder)) for name in order]
         for future in as_completed(futures):
             done(future.result())
-    log.info("captured %d graphs in %d processes", len(names), processes)
+    log.info("captured %d graphs in %d processes", len(specs), processes)

@@ -19,7 +19,7 @@ from hart.atomic import atomic_directory
 from hart.components import HARTModel
 from hart.errors import ConfigError
 from hart.export import onnx_quantize
-from hart.export.capture import capture_graphs, export_graph
+from hart.export.capture import capture_graphs
 from hart.export.graphs import GraphSpec, graph_specs
 from hart.export.manifest import build_manifest, graph_io, write_manifest
 from hart.export.qwen2_onnx import FOLDER as QWEN_FOLDER
@@ -112,15 +112,13 @@ def export_onnx(model: HARTModel, out: str | Path, precisions: tuple[str, ...] =
         fp32 = tmp / "fp32"
         fp32.mkdir()
         started = time.perf_counter()
-        by_name = {spec.name: spec for spec in specs}
 
         def captured(name: str) -> None:
             bar.set_postfix_str(name)
             bar.update()
             log.info("exported %s", name)
 
-        capture_graphs(model, list(by_name), fp32, lambda name: export_graph(by_name[name], fp32), captured,
-                       capture_processes)
+        capture_graphs(model, specs, fp32, captured, capture_processes)
         text = None
         if model.config.text.kind == "qwen2" and text_encoder_dir is not None:
             from hart.export.qwen2_onnx import export_qwen2_text_encoder

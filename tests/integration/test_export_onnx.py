@@ -88,10 +88,10 @@ def test_a_precision_that_misses_its_thresholds_writes_nothing_and_says_what(exp
 
     monkeypatch.setattr(onnx_quantize, "int8_blocks", saturating)
 
-    def copy_graphs(model, names, folder, export_one, done, processes=1):
-        for name in names:
-            shutil.copy(export / "fp32" / f"{name}.onnx", folder)
-            done(name)
+    def copy_graphs(model, specs, folder, done, processes=1):
+        for spec in specs:
+            shutil.copy(export / "fp32" / f"{spec.name}.onnx", folder)
+            done(spec.name)
 
     monkeypatch.setattr(onnx_export, "capture_graphs", copy_graphs)
     out = tmp_path / "broken"
