@@ -14,46 +14,94 @@ from hart.errors import HartError
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 
 
-def _output_paths(output: str, seeds_by_image: list[int]) -> list[Path]:
+def _output_paths(output: str, count: int) -> list[Path]:
+    """The files to write, checked before any work: a folder or an unwritable place is refused now,
+    not after the whole generation ran."""
+    from hart.atomic import check_writable
+
     path = Path(output)
     if path.suffix.lower() not in IMAGE_SUFFIXES:
         raise HartError(f"output {output!r} must end in one of {', '.join(IMAGE_SUFFIXES)}")
-    if len(seeds_by_image) == 1:
-        return [path]
-    return [path.with_name(f"{path.stem}-{i}{path.suffix}") for i in range(len(seeds_by_image))]
+    paths = [path] if count == 1 else [path.with_name(f"{path.stem}-{i}{path.suffix}") for i in range(count)]
+    for candidate in (paths[0], paths[-1]):
+        check_writable(candidate)
+    return paths
+
+
+def _runtime_config(args: argparse.Namespace):
+    """The model config, read without loading weights (a preset, a model folder or an export's manifest)."""
+    if args.backend == "torch":
+        from hart.checkpoints import load_config
+
+        return load_config(args.model)
+    from hart.runtime.manifest import read_manifest
+
+    return read_manifest(args.model, verify=False).config
 
 
 def _generate(args: argparse.Namespace) -> None:
+    """Prompts, sampling settings and outputs are checked first (seconds before the model loads); the
+    images are then made BATCH at a time and written as they come, so memory does not grow with -n."""
     from hart.atomic import atomic_file
+    from hart.portable.rng import resolve_seeds
+    from hart.portable.spec import SamplingSettings
+    from hart.portable.words import WordTokenizer, check_prompts
 
-    if args.num_images < 1:
-        raise HartError(f"--num-images must be at least 1 (got {args.num_images})")
-    prompts = [p for p in args.prompts for _ in range(args.num_images)]
-    seeds = [args.seed + i for i in range(args.num_images)] * len(args.prompts)
-    paths = _output_paths(args.output, seeds)
-    started = time.perf_counter()
+    if args.num_images < 1 or args.batch_size < 1:
+        raise HartError(f"--num-images and --batch-size must be at least 1 (got {args.num_images}, {args.batch_size})")
+    prompts = check_prompts(args.prompts)
+    jobs = [(prompt, args.seed + i) for prompt in prompts for i in range(args.num_images)]  # (prompt, seed) per image
+    resolve_seeds([seed for _, seed in jobs], len(jobs))
+    paths = _output_paths(args.output, len(jobs))
+    if args.gumbel and args.backend != "torch":
+        raise HartError(f"--gumbel is not supported by the {args.backend} runtime")
+    if args.backend == "onnx":
+        import onnxruntime  # noqa: F401  a missing extra is said before anything about the folder
+    config = _runtime_config(args)
+    if config.text.kind == "words":
+        WordTokenizer(config.text.vocab, config.text.max_tokens)(prompts)
     sampling = dict(cfg=args.cfg, top_k=args.top_k, top_p=args.top_p, temperature=args.temperature,
-                    residual=not args.no_residual, residual_guidance=args.residual_guidance)
+                    residual_guidance=args.residual_guidance)
+    SamplingSettings.resolve(config.sampling, config.num_scales, **sampling)
+    sampling["residual"] = not args.no_residual
+
+    started = time.perf_counter()
     if args.backend in ("onnx", "coreml"):  # torch is never imported on these paths
-        if args.gumbel:
-            raise HartError(f"--gumbel is not supported by the {args.backend} runtime")
         if args.backend == "onnx":
             from hart.runtime.onnx_pipeline import OnnxPipeline as Runtime
         else:
             from hart.runtime.coreml_pipeline import CoreMLPipeline as Runtime
-        result, where = Runtime(args.model).generate(prompts, seed=seeds, **sampling), args.backend
+        pipe, where = Runtime(args.model), args.backend
     else:
         from hart.pipeline import HARTPipeline
 
         pipe = HARTPipeline.from_pretrained(args.model, args.device, args.dtype, args.text_encoder)
-        result = pipe.generate(prompts, seed=seeds, gumbel=args.gumbel or None, show_progress=True, **sampling)
+        sampling["gumbel"] = args.gumbel or None
         where = f"{pipe.device}, {args.dtype}"
-    for image, path, seed, prompt in zip(result.pil_images(), paths, seeds, prompts):
-        with atomic_file(path) as tmp:
-            image.save(tmp, format=_image_format(path))
-        print(f"wrote {path} ({image.width}x{image.height}, seed {seed}): {prompt}")
+    batches = [range(i, min(i + args.batch_size, len(jobs))) for i in range(0, len(jobs), args.batch_size)]
+    bar = None
+    if len(batches) > 1:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(jobs), desc="hart", unit="image", leave=False)
+    generation_seconds = 0.0
+    try:
+        for batch in batches:
+            result = pipe.generate([jobs[i][0] for i in batch], seed=[jobs[i][1] for i in batch],
+                                   show_progress=bar is None, **sampling)
+            generation_seconds += sum(result.timings.values())
+            for image, i in zip(result.pil_images(), batch):
+                with atomic_file(paths[i]) as tmp:
+                    image.save(tmp, format=_image_format(paths[i]))
+                (bar.write if bar is not None else print)(f"wrote {paths[i]} ({image.width}x{image.height}, seed "
+                                                          f"{jobs[i][1]}): {jobs[i][0]}")
+            if bar is not None:
+                bar.update(len(batch))
+    finally:
+        if bar is not None:
+            bar.close()
     print(f"{len(paths)} image(s) in {time.perf_counter() - started:.2f} s "
-          f"(generation {sum(result.timings.values()):.2f} s on {where})")
+          f"(generation {generation_seconds:.2f} s on {where}, {args.batch_size} at a time)")
 
 
 def _image_format(path: Path) -> str:
@@ -95,15 +143,23 @@ def _info(args: argparse.Namespace) -> None:
 
 
 def _convert(args: argparse.Namespace) -> None:
-    from hart.checkpoints import load_official, save_model
+    """Every argument is checked before anything is loaded or written, so a bad one leaves no OUT_DIR."""
+    from hart.checkpoints import is_official_folder, load_official, official_config, save_model
 
-    model = load_official(args.official_dir)
-    out = save_model(model, args.out_dir, overwrite=args.overwrite)
+    out = Path(args.out_dir)
+    if out.exists() and not args.overwrite and (not out.is_dir() or any(out.iterdir())):
+        raise HartError(f"{out} already exists and is not empty; choose another folder or pass --overwrite")
+    if not is_official_folder(args.official_dir):
+        raise HartError(f"{args.official_dir} is not an official HART release folder (expected llm/config.json and "
+                        "tokenizer/config.json)")
+    target = None
     if args.text_encoder:
         target = Path(args.text_encoder).resolve()
         if not (target / "config.json").is_file():
             raise HartError(f"{target} is not a Qwen2 model folder (no config.json)")
-        os.symlink(target, out / model.config.text.path, target_is_directory=True)
+    official_config(args.official_dir)
+    model = load_official(args.official_dir)
+    out = save_model(model, out, overwrite=args.overwrite, text_encoder=target)
     counts = model.parameter_counts()
     print(f"wrote {out} ({model.config.name}: " + ", ".join(f"{k} {v:,}" for k, v in counts.items()) + ")")
 
@@ -144,7 +200,10 @@ def _eval(args: argparse.Namespace) -> None:
     settings = EvalSettings(num_prompts=args.num_prompts, seed=args.seed, batch_size=args.batch_size, cfg=args.cfg,
                             top_k=args.top_k, temperature=args.temperature,
                             residual_guidance=args.residual_guidance)
-    results = evaluate(args.model, args.out, settings, args.device, args.classifier or SHIPPED, backend=args.backend)
+    print(f"evaluating {args.model} ({args.backend} backend) on {args.num_prompts} held-out prompts; writing "
+          f"eval.json, eval.md and samples.png to {Path(args.out).resolve()}", flush=True)
+    results = evaluate(args.model, args.out, settings, args.device, args.classifier or SHIPPED, backend=args.backend,
+                       show_progress=True)
     print(Path(args.out, "eval.md").read_text())
     print(f"wrote {args.out}/eval.json, eval.md, samples.png in {results['wall_seconds']:.0f} s")
 
@@ -210,8 +269,13 @@ def _bench(args: argparse.Namespace) -> None:
                             f"{', '.join(known)}")
         return values
 
-    summary = run_benchmark(args.mode, args.out, listed(args.models, MODELS), listed(args.backends, tuple(BACKENDS)),
-                            listed(args.batches, kind=int), args.runs, args.warmup, args.exports)
+    models, backends, batches = listed(args.models, MODELS), listed(args.backends, tuple(BACKENDS)), \
+        listed(args.batches, kind=int)
+    where = args.exports or "a temporary folder (removed afterwards; --exports DIR keeps them)"
+    print(f"benchmarking ({args.mode} mode): writing report.md, results.json and plots to "
+          f"{Path(args.out).resolve()}; exports in {where}", flush=True)
+    summary = run_benchmark(args.mode, args.out, models, backends, batches, args.runs, args.warmup, args.exports,
+                            show_progress=True)
     for r in summary["results"]:
         print(f"{r['scenario']['model']:<18} {r['scenario']['backend']:<26} b{r['scenario']['batch']}  "
               f"{r['wall_seconds']['median']:.3f} s median, {r['wall_seconds']['p90']:.3f} s p90")
@@ -223,7 +287,10 @@ def _bench(args: argparse.Namespace) -> None:
 def _demo(args: argparse.Namespace) -> None:
     from hart.demo import make_server
 
-    server = make_server(Path(args.model) if args.model else None, args.port)
+    def announce(path: Path) -> None:
+        print(f"exporting the embedded model for the browser once to {path} (about a minute)", flush=True)
+
+    server = make_server(Path(args.model) if args.model else None, args.port, show_progress=True, on_export=announce)
     print(f"serving the web demo on http://127.0.0.1:{server.server_address[1]}/ (Ctrl-C to stop)", flush=True)
     try:
         server.serve_forever()

@@ -3,10 +3,28 @@
 import argparse
 
 class Parser(argparse.ArgumentParser):
-    """argparse that reports a usage error in one line instead of a usage block."""
+    """argparse that reports a usage error in one line instead of a usage block; -v works before or
+    after the subcommand (`hart -v generate ...` and `hart generate ... -v`)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if self.prog != "hart":  # subcommands: SUPPRESS keeps a -v given before them
+            self.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                              help="log progress details")
 
     def error(self, message: str) -> None:
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _port(text: str) -> int:
+    """A TCP port (0 = any free one), refused by argparse in one line instead of by the socket later."""
+    try:
+        port = int(text)
+    except ValueError:
+        port = -1
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number (0 to 65535; 0 picks a free one)")
+    return port
 
 
 def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
@@ -60,6 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--residual-guidance", type=float,
                      help="the residual head's guidance as a share of the last scale's (HART: 1; default: the model's)")
     gen.add_argument("-n", "--num-images", type=int, default=1, help="images per prompt (default 1)")
+    gen.add_argument("--batch-size", type=int, default=8,
+                     help="images generated together (default 8); memory grows with it, not with -n")
     gen.add_argument("-o", "--output", default="hart.png",
                      help="output image; with several images, -<index> is added before the suffix")
     gen.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default auto)")
@@ -145,7 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo_kinds = demo.add_subparsers(dest="kind", required=True, parser_class=Parser)
     web = demo_kinds.add_parser("web", help="the browser demo (onnxruntime-web) on http://127.0.0.1:PORT")
     web.add_argument("--model", metavar="EXPORT_DIR", help="ONNX export folder (default: the embedded model, int8)")
-    web.add_argument("--port", type=int, default=8000)
+    web.add_argument("--port", type=_port, default=8000, help="TCP port on 127.0.0.1 (default 8000; 0 = any free one)")
 
     convert = commands.add_parser("convert", help="convert an official HART release folder to this project's format")
     convert.add_argument("official_dir", help="folder with llm/ and tokenizer/ (e.g. hart-0.7b-1024px)")

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from hart.errors import ConfigError
-from hart.strict import from_plain, to_plain
+from hart.strict import from_plain, read_json, to_plain
 
 CONFIG_FORMAT = "hart"
 CONFIG_FORMAT_VERSION = 1
@@ -30,10 +30,36 @@ def _fail(section: str, name: str, message: str) -> None:
     raise ConfigError(f"{section}.{name} {message}")
 
 
+# Upper bounds per field: generous (every preset is far below them; the 0.7B model uses depth 16, width
+# 1536, vocabulary 4096) but finite, so an absurd config.json or manifest is refused by name before
+# anything is allocated, instead of hanging or exhausting memory while building modules.
+UPPER_BOUNDS: dict[str, float] = {
+    "text.max_tokens": 4096, "text.dim": 16384, "text.layers": 64, "text.heads": 256,
+    "transformer.depth": 256, "transformer.width": 16384, "transformer.heads": 256, "transformer.mlp_ratio": 16,
+    "transformer.rope_theta": 1e9, "transformer.attn_scale": 16, "transformer.norm_eps": 1,
+    "residual_head.width": 16384, "residual_head.depth": 256, "residual_head.sampling_steps": 1000,
+    "residual_head.train_steps": 100000, "residual_head.latent_scale": 100,
+    "tokenizer.vocab_size": 2**20, "tokenizer.latent_channels": 1024, "tokenizer.channels": 4096,
+    "tokenizer.res_blocks": 16, "tokenizer.phi_count": 64, "tokenizer.quant_conv_kernel": 15,
+    "tokenizer.norm_groups": 1024, "tokenizer.channel_mult": 64,
+    "sampling.cfg": 100, "sampling.temperature": 100, "sampling.residual_guidance": 100,
+    "config.scales": 64, "config.image_size": 16384, "text.vocab": 10**6,
+}
+
+
 def _require_positive(section: str, **values: float) -> None:
+    """Each value must be > 0 and at most its UPPER_BOUNDS entry (if it has one)."""
     for name, value in values.items():
         if value <= 0:
             _fail(section, name, f"must be positive (got {value})")
+        _require_at_most(section, name, value)
+
+
+def _require_at_most(section: str, name: str, value: float) -> None:
+    bound = UPPER_BOUNDS.get(f"{section}.{name}")
+    if bound is not None and value > bound:
+        _fail(section, name, f"must be at most {bound:g} (got {value:g}); larger values are not a model this "
+                             "project can build")
 
 
 @dataclass(frozen=True)
@@ -63,6 +89,7 @@ class TextEncoderConfig:
         if self.kind == "words":
             if not self.vocab:
                 _fail(self.section, "vocab", "must list the known words for kind 'words'")
+            _require_at_most(self.section, "vocab", len(self.vocab))
             if len(set(self.vocab)) != len(self.vocab):
                 _fail(self.section, "vocab", "must not repeat a word")
             _require_positive(self.section, layers=self.layers, heads=self.heads)
@@ -152,8 +179,9 @@ class TokenizerConfig:
         _require_positive(self.section, vocab_size=self.vocab_size, latent_channels=self.latent_channels,
                           channels=self.channels, res_blocks=self.res_blocks, phi_count=self.phi_count,
                           quant_conv_kernel=self.quant_conv_kernel, norm_groups=self.norm_groups)
-        if not self.channel_mult or min(self.channel_mult) <= 0:
-            _fail(self.section, "channel_mult", f"must be a non-empty list of positive ints (got {list(self.channel_mult)})")
+        if not self.channel_mult or min(self.channel_mult) <= 0 or len(self.channel_mult) > 8:
+            _fail(self.section, "channel_mult", f"must be a list of 1 to 8 positive ints (got {list(self.channel_mult)})")
+        _require_at_most(self.section, "channel_mult", max(self.channel_mult))
         if any((self.channels * m) % self.norm_groups for m in self.channel_mult):
             _fail(self.section, "channels", f"times every channel_mult must be divisible by norm_groups="
                                             f"{self.norm_groups} (got {self.channels})")
@@ -185,6 +213,8 @@ class SamplingConfig:
     def __post_init__(self) -> None:
         if self.cfg < 0:
             _fail(self.section, "cfg", f"must be >= 0 (got {self.cfg})")
+        _require_at_most(self.section, "cfg", self.cfg)
+        _require_at_most(self.section, "residual_guidance", self.residual_guidance)
         if any(k < 0 for k in self.top_k):
             _fail(self.section, "top_k", f"must be >= 0 at every scale (got {list(self.top_k)})")
         if not 0 <= self.top_p < 1:
@@ -211,8 +241,9 @@ class HARTConfig:
 
     def __post_init__(self) -> None:
         pn = self.patch_nums
-        if len(pn) < 2:
-            _fail(self.section, "patch_nums", f"must list at least 2 scales (got {list(pn)})")
+        if not 2 <= len(pn) <= UPPER_BOUNDS["config.scales"]:
+            _fail(self.section, "patch_nums", f"must list 2 to {UPPER_BOUNDS['config.scales']:g} scales (got {len(pn)})")
+        _require_positive(self.section, image_size=self.image_size)
         if pn[0] != 1:
             _fail(self.section, "patch_nums", f"must start at 1: the first token comes from the last text position (got {list(pn)})")
         if any(b <= a for a, b in zip(pn, pn[1:])):
@@ -252,17 +283,15 @@ class HARTConfig:
         if fmt != CONFIG_FORMAT or version != CONFIG_FORMAT_VERSION:
             raise ConfigError(f"{source} has format {fmt!r} version {version}; expected {CONFIG_FORMAT!r} "
                               f"version {CONFIG_FORMAT_VERSION}")
-        return from_plain(cls, data, source)
+        try:
+            return from_plain(cls, data, source)
+        except ConfigError as err:  # a section's own check (e.g. "transformer.depth must be ...") gets the file
+            raise ConfigError(str(err) if str(err).startswith(source) else f"{source}: {err}") from None
 
     @classmethod
     def from_json_file(cls, path: str | Path) -> "HARTConfig":
         path = Path(path)
-        try:
-            data = json.loads(path.read_text())
-        except FileNotFoundError:
-            raise ConfigError(f"{path} does not exist; expected a model config.json") from None
-        except json.JSONDecodeError as err:
-            raise ConfigError(f"{path} is not valid JSON ({err.msg} at line {err.lineno})") from None
+        data = read_json(path, "a model config.json")
         if not isinstance(data, dict):
             raise ConfigError(f"{path} must hold a JSON object")
         return cls.from_dict(data, source=str(path))

@@ -8,6 +8,7 @@ The page runs the model in a module worker (mobile_demo/web/worker.mjs); see mob
 import functools
 import logging
 import os
+from collections.abc import Callable
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -24,8 +25,13 @@ def default_export() -> Path:
     return cache / "hart" / "web-tiny" / "int8"
 
 
-def ensure_export(folder: Path | None) -> Path:
-    """The export folder to serve: the given one, or the embedded model's int8 export (made once)."""
+def ensure_export(folder: Path | None, show_progress: bool = False,
+                  on_export: Callable[[Path], None] | None = None) -> Path:
+    """The export folder to serve: the given one, or the embedded model's int8 export (made once).
+
+    Making it takes about a minute and writes to the user's cache, so the caller hears of it first:
+    `on_export(destination)` is called with the folder about to be written before the export starts
+    (the CLI prints it), and `show_progress` shows the export's own tqdm bar on stderr."""
     if folder is not None:
         if not (folder / "manifest.json").is_file():
             raise HartError(f"{folder} is not an ONNX export folder (no manifest.json); make one with "
@@ -36,8 +42,13 @@ def ensure_export(folder: Path | None) -> Path:
         from hart.checkpoints import load_pretrained
         from hart.export.onnx_export import export_onnx
 
-        log.warning("exporting the embedded model for the browser (once) to %s", folder.parent)
-        export_onnx(load_pretrained("tiny"), folder.parent, ("int8",), parity_seeds=2, overwrite=True)
+        if on_export is not None:
+            on_export(folder.parent)
+        # a warning when nothing else tells the user; only an INFO line once on_export has announced it
+        log.log(logging.INFO if on_export else logging.WARNING,
+                "exporting the embedded model for the browser (once) to %s", folder.parent)
+        export_onnx(load_pretrained("tiny"), folder.parent, ("int8",), parity_seeds=2, overwrite=True,
+                    show_progress=show_progress)
     return folder
 
 
@@ -75,13 +86,25 @@ class DemoHandler(SimpleHTTPRequestHandler):
         log.debug("%s %s", self.address_string(), format % args)
 
 
-def make_server(model: Path | None = None, port: int = 8000) -> ThreadingHTTPServer:
+def make_server(model: Path | None = None, port: int = 8000, show_progress: bool = False,
+                on_export: Callable[[Path], None] | None = None) -> ThreadingHTTPServer:
+    """A server (bound, not yet serving) for the page and `model`, or the embedded model's export, made
+    first if missing (see ensure_export for `show_progress` and `on_export`). The port is taken before
+    that export, so a busy one is refused at once rather than after a minute of exporting."""
     if not (WEB_ROOT / "index.html").is_file():
         raise HartError(f"the web demo is not next to this installation ({WEB_ROOT}); run hart from a clone")
     if not (ORT_DIST / "ort.all.min.mjs").is_file():
         raise HartError(f"onnxruntime-web is missing: run `npm ci` in {WEB_ROOT}")
-    handler = functools.partial(DemoHandler, model=ensure_export(model))
+    folder = ensure_export(model) if model is not None else default_export()
+    handler = functools.partial(DemoHandler, model=folder)
     try:
-        return ThreadingHTTPServer(("127.0.0.1", port), handler)
+        server = ThreadingHTTPServer(("127.0.0.1", port), handler)
     except OSError as err:
         raise HartError(f"cannot listen on 127.0.0.1:{port} ({err.strerror}); choose another --port") from None
+    if model is None:
+        try:
+            ensure_export(None, show_progress, on_export)
+        except BaseException:
+            server.server_close()
+            raise
+    return server

@@ -5,12 +5,38 @@ pass through, `dict[str, X]`, `tuple[X, ...]` and `X | None` are checked item by
 """
 
 import dataclasses
+import json
 import math
 import types
 import typing
+from pathlib import Path
 from typing import Any
 
 from hart.errors import ConfigError
+
+
+def read_json(path: Path, what: str, error: type[Exception] = ConfigError) -> Any:
+    """The JSON value in `path`; any way the file can be wrong is one sentence naming it and `what` it
+    should be (missing, a folder, unreadable, not UTF-8, not JSON, NaN or Infinity spelled in it)."""
+
+    def refuse(constant: str) -> None:
+        raise ValueError(f"{constant} is not a JSON number")
+
+    try:
+        return json.loads(Path(path).read_bytes().decode("utf-8"), parse_constant=refuse)
+    except FileNotFoundError:
+        raise error(f"{path} is missing; expected {what}") from None
+    except (IsADirectoryError, NotADirectoryError):
+        raise error(f"{path} is not a file; expected {what}") from None
+    except OSError as err:
+        raise error(f"{path} cannot be read ({err.strerror}); expected {what}") from None
+    except UnicodeDecodeError:
+        raise error(f"{path} is not UTF-8 text; expected {what}") from None
+    except json.JSONDecodeError as err:
+        raise error(f"{path} is not valid JSON ({err.msg} at line {err.lineno}); expected {what}") from None
+    except (ValueError, RecursionError) as err:
+        raise error(f"{path} is not valid JSON ({err if isinstance(err, ValueError) else 'nested too deeply'}); "
+                    f"expected {what}") from None
 
 
 def to_plain(obj: Any) -> Any:

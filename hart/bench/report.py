@@ -74,24 +74,26 @@ def markdown(results: dict) -> str:
 
     lines = [
         f"# HART benchmark: {machine['cpu']}{' + ' + machine['gpu'] if 'gpu' in machine else ''}", "",
-        f"{machine['date']} · {machine['platform']} · {machine['cpu_count']} CPUs · {machine.get('memory_gb', '?')} GB · "
+        f"{machine['date']} · {machine['platform']} · {machine['cpu_count']} CPUs · "
+        f"{machine.get('memory_gb', '?')} GB · "
         f"torch {machine['torch']} · onnxruntime {machine.get('onnxruntime', '—')} · {results['mode']} mode", "",
         instruction_sets(machine), "",
-        f"Measured matmul peak (same run): " + ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in peaks.items()) + ".", "",
+        "Measured matmul peak (same run): " + ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in peaks.items()) + ".", "",
         f"Median and p90 of {results['runs']} runs after {results['warmup']} warm-up run(s), each in a fresh process "
         "(peak memory is the process's). The 0.7B presets run with random weights and random text features: latency "
         "does not depend on weight values. Fidelity compares each backend's image and tokens with PyTorch fp32 eager "
         "on the CPU for the same prompts and seeds.", "",
         "## End to end", "",
-        "| model | backend | precision | batch | median (s) | p90 (s) | time to first scale (s) | load (s) | peak memory (MB) "
-        "| artifact (MB) | tokens = fp32 | PSNR vs fp32 (dB) |",
+        "| model | backend | precision | batch | median (s) | p90 (s) | time to first scale (s) | load (s) "
+        "| peak memory (MB) | artifact (MB) | tokens = fp32 | PSNR vs fp32 (dB) |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         s, fidelity = r["scenario"], r.get("fidelity", {})
         memory = r.get("cuda_max_allocated_mb", r["peak_rss_mb"])
-        lines.append(f"| {s['model']} | {backend(r)} | {s['precision']} | {s['batch']} | {_fmt(r['wall_seconds']['median'])} "
-                     f"| {_fmt(r['wall_seconds']['p90'])} | {_fmt(r['time_to_first_scale_seconds'])} | "
+        lines.append(f"| {s['model']} | {backend(r)} | {s['precision']} | {s['batch']} | "
+                     f"{_fmt(r['wall_seconds']['median'])} | {_fmt(r['wall_seconds']['p90'])} | "
+                     f"{_fmt(r['time_to_first_scale_seconds'])} | "
                      f"{_fmt(r['load_seconds'], 1)} | {memory:.0f} | {r['artifact_bytes'] / 2**20:.1f} | "
                      f"{'reference' if 'flops_per_stage' in r else _fmt(fidelity.get('token_agreement'))} | "
                      f"{'reference' if 'flops_per_stage' in r else _fmt(fidelity.get('psnr_db'), 1)} |")

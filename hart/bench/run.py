@@ -9,6 +9,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from tqdm.auto import tqdm
+
 from hart.bench import machine, report
 from hart.bench.scenarios import FULL, QUICK, REFERENCE, Scenario, plan
 from hart.errors import HartError
@@ -21,18 +23,27 @@ def _export_folder(scenario: Scenario, exports: Path) -> Path:
     return exports / scenario.model / scenario.runtime / scenario.precision
 
 
-def prepare_exports(scenarios: list[Scenario], exports: Path) -> None:
-    """Export every (model, runtime) the scenarios need, once; existing exports are reused."""
-    from hart.checkpoints import load_pretrained
-
+def missing_exports(scenarios: list[Scenario], exports: Path) -> dict[tuple[str, str], tuple[str, ...]]:
+    """(model, runtime) -> precisions for every export the scenarios need that `exports` lacks (existing
+    ones are reused), so the progress bar can count the exports before they start."""
     wanted: dict[tuple[str, str], set[str]] = {}
     for s in scenarios:
         if s.runtime in ("onnx", "coreml"):
             wanted.setdefault((s.model, s.runtime), set()).add(s.precision)
-    for (model_name, runtime), precisions in wanted.items():
-        if all((exports / model_name / runtime / p / "manifest.json").is_file() for p in precisions):
-            continue
-        log.info("exporting %s for %s (%s)", model_name, runtime, ", ".join(sorted(precisions)))
+    return {key: tuple(sorted(precisions)) for key, precisions in wanted.items()
+            if not all((exports / key[0] / key[1] / p / "manifest.json").is_file() for p in precisions)}
+
+
+def prepare_exports(scenarios: list[Scenario], exports: Path, bar: tqdm | None = None) -> None:
+    """Export every (model, runtime) the scenarios need, once. With an enabled `bar`, each export is one
+    step of it, named in its description, and the ONNX export shows its own steps beneath it."""
+    from hart.checkpoints import load_pretrained
+
+    show_progress = bar is not None and not bar.disable
+    for (model_name, runtime), precisions in missing_exports(scenarios, exports).items():
+        if bar is not None:
+            bar.set_description(f"bench: exporting {model_name} for {runtime} ({', '.join(precisions)})")
+        log.info("exporting %s for %s (%s)", model_name, runtime, ", ".join(precisions))
         model = load_pretrained(model_name, None if model_name == "tiny" else "random")
         target = exports / model_name / runtime
         if runtime == "onnx":
@@ -40,12 +51,14 @@ def prepare_exports(scenarios: list[Scenario], exports: Path) -> None:
 
             # trained weights: the export's own parity seeds (its thresholds are means over them); random
             # weights only record parity, so one seed keeps a 0.7B export short
-            export_onnx(model, target, tuple(sorted(precisions)), parity_seeds=1 if model.random_weights else 20,
-                        overwrite=True)
+            export_onnx(model, target, precisions, parity_seeds=1 if model.random_weights else 20, overwrite=True,
+                        show_progress=show_progress)
         else:
             from hart.export.coreml_export import export_coreml
 
-            export_coreml(model, target, tuple(sorted(precisions)), overwrite=True)
+            export_coreml(model, target, precisions, overwrite=True)
+        if bar is not None:
+            bar.update()
 
 
 def run_scenario(scenario: Scenario, exports: Path, reference: Path, runs: int, warmup: int) -> dict:
@@ -60,7 +73,12 @@ def run_scenario(scenario: Scenario, exports: Path, reference: Path, runs: int, 
 
 
 def run_benchmark(mode: str, out: str | Path, models=None, backends=None, batches=None, runs=None, warmup=None,
-                  exports: str | Path | None = None) -> dict:
+                  exports: str | Path | None = None, show_progress: bool = False) -> dict:
+    """Measure the scenarios of `mode` (narrowed by the arguments) and write the report to `out`.
+
+    show_progress: a tqdm bar on stderr over the exports and scenarios, naming the one under way, since a
+    quick run takes minutes and a full one far longer. Each scenario runs in a worker process whose
+    output is captured, so this bar is the only one shown."""
     defaults = QUICK if mode == "quick" else FULL
     models, backends = tuple(models or defaults["models"]), tuple(backends or defaults["backends"])
     batches, runs = tuple(batches or defaults["batches"]), runs or defaults["runs"]
@@ -69,18 +87,25 @@ def run_benchmark(mode: str, out: str | Path, models=None, backends=None, batche
         raise HartError("benchmarks need runs >= 1, warmup >= 0 and batch sizes >= 1")
     started = time.perf_counter()
     scenarios, skipped = plan(models, backends, batches)
-    info, peaks = machine.describe(), machine.peaks()
+    info = machine.describe()
     with tempfile.TemporaryDirectory(prefix="hart-bench-") as scratch:
         exports = Path(exports) if exports else Path(scratch) / "exports"
-        prepare_exports(scenarios, exports)
-        results = []
-        for scenario in scenarios:
-            reference = Path(scratch) / f"reference-{scenario.model}-b{scenario.batch}.npz"
-            try:
-                results.append(run_scenario(scenario, exports, reference, runs, warmup))
-                log.info("%s: %.3f s median", scenario.key, results[-1]["wall_seconds"]["median"])
-            except (HartError, subprocess.TimeoutExpired) as err:
-                skipped.append({**scenario.to_dict(), "reason": str(err)})
+        steps = 1 + len(missing_exports(scenarios, exports)) + len(scenarios)  # the peaks, exports, scenarios
+        with tqdm(total=steps, desc="bench: matmul peaks", unit="step", disable=not show_progress,
+                  leave=False) as bar:
+            peaks = machine.peaks()
+            bar.update()
+            prepare_exports(scenarios, exports, bar)
+            results = []
+            for scenario in scenarios:
+                bar.set_description(f"bench: {scenario.key}")
+                reference = Path(scratch) / f"reference-{scenario.model}-b{scenario.batch}.npz"
+                try:
+                    results.append(run_scenario(scenario, exports, reference, runs, warmup))
+                    log.info("%s: %.3f s median", scenario.key, results[-1]["wall_seconds"]["median"])
+                except (HartError, subprocess.TimeoutExpired) as err:
+                    skipped.append({**scenario.to_dict(), "reason": str(err)})
+                bar.update()
     summary = {"mode": mode, "machine": info, "matmul_peak_gflops": peaks, "runs": runs, "warmup": warmup,
                "results": results, "skipped": skipped, "wall_seconds": time.perf_counter() - started}
     report.write(summary, Path(out))

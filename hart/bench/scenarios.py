@@ -75,7 +75,8 @@ def available(backend: str) -> tuple[bool, str]:
     return True, ""
 
 
-def plan(models: tuple[str, ...], backends: tuple[str, ...], batches: tuple[int, ...]) -> tuple[list[Scenario], list[dict]]:
+def plan(models: tuple[str, ...], backends: tuple[str, ...],
+         batches: tuple[int, ...]) -> tuple[list[Scenario], list[dict]]:
     """The scenarios to run (the reference first for every model) and the ones skipped, with reasons."""
     run, skipped = [], []
     for model in models:

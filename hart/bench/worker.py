@@ -18,7 +18,8 @@ import numpy as np
 from hart.portable.metrics import psnr
 
 PROMPTS = ("a large red circle in the center on a gray background", "small blue star on the left",
-           "a green square at the top and a yellow triangle at the bottom", "big white diamond in the lower right corner",
+           "a green square at the top and a yellow triangle at the bottom",
+           "big white diamond in the lower right corner",
            "tiny orange cross against a black background", "a purple disc at the top edge on a beige background",
            "a small black square in the upper left corner on a white background", "large yellow star on the right")
 

@@ -33,6 +33,8 @@ def check_state_dict(module: nn.Module, state: dict[str, torch.Tensor], source: 
     unexpected = sorted(state.keys() - expected.keys())
     wrong = [f"{k} has shape {list(state[k].shape)}, expected {list(expected[k])}"
              for k in sorted(expected.keys() & state.keys()) if tuple(state[k].shape) != expected[k]]
+    wrong += [f"{k} is stored as {str(state[k].dtype).removeprefix('torch.')}, expected floating-point numbers"
+              for k in sorted(expected.keys() & state.keys()) if not state[k].is_floating_point()]
 
     def listing(keys: list[str]) -> str:
         return ", ".join(keys[:5]) + (f" and {len(keys) - 5} more" if len(keys) > 5 else "")
@@ -62,11 +64,32 @@ def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
         raise CheckpointError(f"{path} is not a readable safetensors file ({err})") from None
 
 
-def save_model(model: HARTModel, directory: str | Path, overwrite: bool = False) -> Path:
-    """Write config.json and every network's weights (float32, contiguous) into `directory`, atomically."""
+def load_weights_only(path: Path, mmap: bool = False):
+    """torch.load with weights_only=True (tensors and plain containers only; no code runs). A pickle that
+    needs more is refused in one sentence of ours: torch's own message suggests turning that off."""
+    import pickle
+    import re
+
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+    except pickle.UnpicklingError as err:
+        named = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))
+        detail = f"it names the Python object {named.group(1)}" if named else "it is not a pickle of tensors"
+        raise CheckpointError(f"{path} is not a weights-only torch file ({detail}); hart loads pickles with "
+                              "weights_only=True and never runs code from a file") from None
+
+
+def save_model(model: HARTModel, directory: str | Path, overwrite: bool = False,
+               text_encoder: Path | None = None) -> Path:
+    """Write config.json and every network's weights (float32, contiguous) into `directory`, atomically.
+
+    `text_encoder`: a Qwen2 folder linked (symlink) as the config's text.path, inside the same atomic
+    write, so the folder appears complete or not at all."""
     directory = Path(directory)
     with atomic_directory(directory, overwrite=overwrite) as tmp:
         (tmp / CONFIG_FILE).write_text(model.config.to_json())
+        if text_encoder is not None:
+            (tmp / model.config.text.path).symlink_to(Path(text_encoder).resolve(), target_is_directory=True)
         for name, module in model.networks().items():
             state = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in module.state_dict().items()}
             save_file(state, tmp / weights_file(name), metadata={"format": "pt", "component": name})

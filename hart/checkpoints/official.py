@@ -10,7 +10,6 @@ buffers and the discriminator); anything else is an error, as is every key of ou
 and every shape mismatch, each reported with the official key name.
 """
 
-import json
 import re
 from dataclasses import dataclass
 from functools import cached_property
@@ -21,7 +20,9 @@ import torch
 from hart.components import HARTModel, assemble, build_networks
 from hart.config import (PRESETS, HARTConfig, ResidualHeadConfig, SamplingConfig, TextEncoderConfig,
                          TokenizerConfig, TransformerConfig, hart_top_k)
+from hart.checkpoints.io import load_weights_only
 from hart.errors import CheckpointError
+from hart.strict import read_json
 
 # Placeholders usable on both sides of a rule; each stands for one regex group.
 PLACEHOLDERS = {
@@ -162,18 +163,18 @@ def load_official_weights(networks: dict[str, torch.nn.Module], mapped: dict, so
             if tuple(tensor.shape) != tuple(target.shape):
                 raise CheckpointError(f"{source}: {official} has shape {list(tensor.shape)}, "
                                       f"expected {list(target.shape)} for this config")
+            if not tensor.is_floating_point():
+                raise CheckpointError(f"{source}: {official} is stored as {str(tensor.dtype).removeprefix('torch.')}, "
+                                      "expected floating-point weights")
         module.load_state_dict({k: given[k][1].float() for k in expected}, strict=True, assign=True)
 
 
 # --------------------------------------------------------------------------------------------- config
 def _read_json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        raise CheckpointError(f"{path} is missing; an official HART folder has llm/config.json and "
-                              "tokenizer/config.json") from None
-    except json.JSONDecodeError as err:
-        raise CheckpointError(f"{path} is not valid JSON ({err.msg})") from None
+    data = read_json(path, "an official HART folder's llm/config.json and tokenizer/config.json", CheckpointError)
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{path} must hold a JSON object")
+    return data
 
 
 def _require(source: Path, data: dict, field: str, allowed: tuple, default) -> None:
@@ -186,9 +187,20 @@ def official_config(folder: str | Path) -> HARTConfig:
     """Translate the release's llm/config.json and tokenizer/config.json into a HARTConfig.
 
     Missing fields take the official classes' defaults; variants this project does not implement
-    (GPT-2 blocks, L2-normalised attention, cross-attention, ...) are refused by name.
+    (GPT-2 blocks, L2-normalised attention, cross-attention, ...) are refused by name, and so is a
+    field of the wrong JSON type (a string depth, a list where a number belongs).
     """
     folder = Path(folder)
+    try:
+        return _translate_config(folder)
+    except (TypeError, ValueError, AttributeError, IndexError) as err:
+        if isinstance(err, CheckpointError):
+            raise
+        raise CheckpointError(f"{folder}'s llm/config.json or tokenizer/config.json does not describe a model this "
+                              f"project can build ({err})") from None
+
+
+def _translate_config(folder: Path) -> HARTConfig:
     llm_path, tok_path = folder / "llm" / "config.json", folder / "tokenizer" / "config.json"
     llm, tok = _read_json(llm_path), _read_json(tok_path)
     _require(llm_path, llm, "model_type", ("hart_transformer_t2i",), None)
@@ -243,20 +255,30 @@ def _weights_path(folder: Path, sub: str) -> Path:
 
 
 def read_official_state(path: Path) -> dict[str, torch.Tensor]:
-    """A pickled (.bin, loaded with weights_only=True and memory-mapped) or safetensors state dict."""
+    """A pickled (.bin) or safetensors state dict. Pickles load with weights_only=True (only tensors and
+    plain containers; no code runs), memory-mapped when they are zip files; legacy (pre-zip) pickles
+    cannot be mapped and are read whole."""
     try:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file
 
             return load_file(path)
-        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        state = load_weights_only(path, mmap=_is_zip(path))
+    except CheckpointError:
+        raise
     except Exception as err:  # torch and safetensors raise many types for corrupt or foreign files
-        raise CheckpointError(f"{path} could not be read as a state dict ({type(err).__name__}: {err})") from None
+        raise CheckpointError(f"{path} could not be read as a state dict ({type(err).__name__}: "
+                              f"{str(err).strip().splitlines()[0] if str(err).strip() else 'no detail'})") from None
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     if not isinstance(state, dict):
         raise CheckpointError(f"{path} does not hold a state dict")
     return state
+
+
+def _is_zip(path: Path) -> bool:
+    with open(path, "rb") as handle:
+        return handle.read(4) == b"PK\x03\x04"
 
 
 def is_official_folder(folder: str | Path) -> bool:

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
+from tqdm.auto import tqdm
 
 from hart.atomic import atomic_file
 from hart.errors import HartError
@@ -86,22 +87,35 @@ class _Images:
         with torch.inference_mode():
             result = self.loop.generate(prompts, seed=seed, cfg=settings.cfg, top_k=settings.top_k,
                                         temperature=settings.temperature, residual_guidance=settings.residual_guidance,
-                                        discrete_too=True)
+                                        discrete_too=True, show_progress=False)  # evaluate's bar is the one shown
         return torch.as_tensor(result.images), torch.as_tensor(result.discrete_images)
 
-    def reconstructions(self, real: torch.Tensor) -> dict[str, torch.Tensor] | None:
+    def reconstructions(self, real: torch.Tensor, batch: int, show_progress: bool) -> dict[str, torch.Tensor] | None:
+        """Discrete-only and hybrid decodings of the real renders, `batch` at a time so that a large model's
+        tokenizer neither holds every image at once nor runs minutes without a sign of progress."""
         if self.pipe is None:
             return None
         tokenizer = self.pipe.model.tokenizer
-        with torch.no_grad():
-            tokens = tokenizer.encode(real.to(self.device, self.pipe.dtype))
-            return {mode: tokenizer.decode(tokens, discrete_only=(mode == "discrete")).float().cpu()
-                    for mode in ("discrete", "hybrid")}
+        decoded: dict[str, list[torch.Tensor]] = {"discrete": [], "hybrid": []}
+        with torch.no_grad(), tqdm(total=len(real), desc="eval: tokenizer ablation", unit="image",
+                                   disable=not show_progress, leave=False) as bar:
+            for start in range(0, len(real), batch):
+                chunk = real[start:start + batch]
+                tokens = tokenizer.encode(chunk.to(self.device, self.pipe.dtype))
+                for mode, parts in decoded.items():
+                    parts.append(tokenizer.decode(tokens, discrete_only=(mode == "discrete")).float().cpu())
+                bar.update(len(chunk))
+        return {mode: torch.cat(parts) for mode, parts in decoded.items()}
 
 
 def evaluate(model: str, out: str | Path, settings: EvalSettings = EvalSettings(), device: str = "auto",
-             classifier: str | Path = SHIPPED, progress: bool = True, backend: str = "torch") -> dict:
-    """Evaluate a model (torch backend: preset or folder) or an ONNX export folder (onnx backend)."""
+             classifier: str | Path = SHIPPED, progress: bool = True, backend: str = "torch",
+             show_progress: bool = False) -> dict:
+    """Evaluate a model (torch backend: preset or folder) or an ONNX export folder (onnx backend); writes to `out`.
+
+    progress: log each generated batch at INFO (for logs that outlive a terminal). show_progress: tqdm
+    bars on stderr over the long phases (generation, the tokenizer ablation), as a run takes minutes
+    and, on a loaded machine, far longer; the per-batch generation bars stay off so bars never nest."""
     started = time.perf_counter()
     images_for = _Images(model, device, backend)
     judge = load_classifier(classifier).to(images_for.device)
@@ -116,22 +130,27 @@ def evaluate(model: str, out: str | Path, settings: EvalSettings = EvalSettings(
     floor_real = _renders([make_scene(i, "heldout", settings.seed + 1) for i in range(settings.num_prompts)], size)
 
     hybrid, discrete = [], []
-    for start in range(0, len(prompts), settings.batch_size):
-        images, discrete_images = images_for(prompts[start:start + settings.batch_size], settings.seed + start, settings)
-        hybrid.append(images)
-        discrete.append(discrete_images)
-        if progress:
-            log.info("generated %d / %d", min(start + settings.batch_size, len(prompts)), len(prompts))
+    with tqdm(total=len(prompts), desc="eval: generating (with and without residual head)", unit="image",
+              disable=not show_progress, leave=False) as bar:
+        for start in range(0, len(prompts), settings.batch_size):
+            batch = prompts[start:start + settings.batch_size]
+            images, discrete_images = images_for(batch, settings.seed + start, settings)
+            hybrid.append(images)
+            discrete.append(discrete_images)
+            bar.update(len(batch))
+            if progress:
+                log.info("generated %d / %d", start + len(batch), len(prompts))
     hybrid, discrete = torch.cat(hybrid), torch.cat(discrete)
 
     judged = {name: _batched(judge, images.to(images_for.device), settings.batch_size)
               for name, images in (("real", real), ("hybrid", hybrid), ("discrete", discrete), ("floor", floor_real))}
-    reconstructed = images_for.reconstructions(real)
+    reconstructed = images_for.reconstructions(real, settings.batch_size, show_progress)
     sampling = images_for.loop.settings(cfg=settings.cfg, top_k=settings.top_k,
                                         residual_guidance=settings.residual_guidance)
     results = {
         "model": model, "backend": backend, "config": images_for.config.name, "settings": asdict(settings),
-        "sampling": {"cfg": sampling.cfg, "top_k": list(sampling.top_k), "residual_guidance": sampling.residual_guidance},
+        "sampling": {"cfg": sampling.cfg, "top_k": list(sampling.top_k),
+                     "residual_guidance": sampling.residual_guidance},
         "judge_accuracy_on_clean_renders": _accuracy(judged["real"][0], truth),
         "adherence": _accuracy(judged["hybrid"][0], truth),
         "adherence_discrete_only": _accuracy(judged["discrete"][0], truth),
@@ -142,8 +161,8 @@ def evaluate(model: str, out: str | Path, settings: EvalSettings = EvalSettings(
             "without_residual_head": frechet_distance(judged["discrete"][1], judged["real"][1]),
             "real_vs_real_floor": frechet_distance(judged["floor"][1], judged["real"][1]),
         },
-        "machine": {"platform": platform.platform(), "processor": platform.processor(), "device": str(images_for.device),
-                    "torch_threads": torch.get_num_threads()},
+        "machine": {"platform": platform.platform(), "processor": platform.processor(),
+                    "device": str(images_for.device), "torch_threads": torch.get_num_threads()},
         "wall_seconds": time.perf_counter() - started,
     }
     results["targets_met"] = _targets_met(results)

@@ -141,11 +141,16 @@ class SamplingSettings:
         for name, value in numbers.items():
             if not math.isfinite(value):
                 raise ConfigError(f"sampling setting {name} must be a finite number (got {value})")
-        if (self.cfg < 0 or not 0 <= self.top_p < 1 or not self.temperature >= 1e-3 or len(self.top_k) != num_scales
-                or min(self.top_k) < 0 or self.residual_guidance < 0):
-            raise ConfigError(f"invalid sampling settings: cfg={self.cfg} (>= 0), top_p={self.top_p} (in [0, 1)), "
-                              f"temperature={self.temperature} (>= 0.001), top_k={list(self.top_k)} (>= 0, one or "
-                              f"one per scale of {num_scales}), residual_guidance={self.residual_guidance} (>= 0)")
+        rules = (("cfg", 0 <= self.cfg <= 100, "in [0, 100]"),
+                 ("top_p", 0 <= self.top_p < 1, "in [0, 1), 0 = off"),
+                 ("temperature", 1e-3 <= self.temperature <= 100, "in [0.001, 100]"),
+                 ("residual_guidance", 0 <= self.residual_guidance <= 100, "in [0, 100]"))
+        for name, ok, expected in rules:
+            if not ok:
+                raise ConfigError(f"sampling setting {name} must be {expected} (got {getattr(self, name):g})")
+        if len(self.top_k) != num_scales or min(self.top_k) < 0:
+            raise ConfigError(f"sampling setting top_k must be >= 0, one value or one per scale of {num_scales} "
+                              f"(got {list(self.top_k)})")
 
 
 def spec_texts() -> dict[str, str]:

@@ -10,13 +10,12 @@ are checked against their sha256 before any graph is opened. Imports no torch.
 """
 
 import hashlib
-import json
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 from hart.config import HARTConfig
-from hart.strict import from_plain
+from hart.strict import from_plain, read_json
 from hart.errors import CheckpointError, ConfigError
 from hart.portable import rng
 from hart.portable.scales import ScaleSchedule
@@ -208,16 +207,12 @@ def read_manifest(folder: str | Path, verify: bool = True) -> Manifest:
     """Read and validate OUT/manifest.json; with `verify`, refuse any missing or altered file."""
     folder = Path(folder)
     path = folder / MANIFEST_FILE
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise CheckpointError(f"{folder} is not an export folder: {MANIFEST_FILE} is missing") from None
-    except (IsADirectoryError, NotADirectoryError):
-        raise CheckpointError(f"{path} is not a file") from None
-    except UnicodeDecodeError:
-        raise CheckpointError(f"{path} is not UTF-8 text") from None
-    except json.JSONDecodeError as err:
-        raise CheckpointError(f"{path} is not valid JSON ({err.msg} at line {err.lineno})") from None
+    if not folder.is_dir():
+        raise CheckpointError(f"{folder} is not an export folder (not a folder); pass the folder that holds "
+                              f"{MANIFEST_FILE}")
+    if not path.exists():
+        raise CheckpointError(f"{folder} is not an export folder: {MANIFEST_FILE} is missing")
+    data = read_json(path, f"an export's {MANIFEST_FILE}", CheckpointError)
     manifest = Manifest.from_dict(data, str(path))
     if verify:
         verify_files(folder, manifest)

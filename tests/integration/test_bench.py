@@ -123,3 +123,28 @@ def test_results_without_cpu_features_still_render(old):
     text = report.markdown(results)
     assert "CPU instruction sets: not recorded." in text and "## End to end" in text
     assert not any(symbol in text for symbol in report.FOOTNOTES)
+
+
+@pytest.mark.parametrize("show_progress", [True, False])
+def test_the_progress_bar_names_each_export_and_scenario(tmp_path, monkeypatch, capsys, show_progress):
+    pytest.importorskip("onnxruntime")
+    from types import SimpleNamespace
+
+    from hart.bench import run
+
+    exported = []
+    monkeypatch.setattr(run.machine, "peaks", lambda: {"cpu_fp32": 1.0})
+    monkeypatch.setattr(run, "run_scenario", lambda scenario, *args: _row(scenario.backend, "cpu", scenario.precision))
+    monkeypatch.setattr(run.report, "write", lambda summary, out: None)
+    monkeypatch.setattr("hart.checkpoints.load_pretrained", lambda *args: SimpleNamespace(random_weights=False))
+    monkeypatch.setattr("hart.export.onnx_export.export_onnx", lambda model, target, precisions, **kw:
+                        exported.append((target, precisions, kw["show_progress"])))
+    backends = ("torch-cpu-fp32", "onnx-cpu-fp32", "onnx-cpu-int8")
+    summary = run.run_benchmark("quick", tmp_path / "report", ("tiny",), backends, (1,), 1, 0, tmp_path / "exports",
+                                show_progress=show_progress)
+    assert len(summary["results"]) == 3 and not summary["skipped"]
+    assert exported == [(tmp_path / "exports" / "tiny" / "onnx", ("fp32", "int8"), show_progress)]
+    err = capsys.readouterr().err
+    names = ["bench: matmul peaks", "bench: exporting tiny for onnx (fp32, int8)",
+             *(f"bench: tiny/{b}/b1" for b in backends)]
+    assert all((name in err) == show_progress for name in names), err

@@ -6,6 +6,7 @@ import hashlib
 import json
 import re
 import shutil
+import socket
 import subprocess
 import threading
 import time
@@ -16,6 +17,7 @@ import pytest
 from PIL import Image
 
 from hart.demo import ORT_DIST, WEB_ROOT, make_server
+from hart.errors import HartError
 from hart.portable.spec import to_uint8
 from hart.runtime.onnx_pipeline import OnnxPipeline
 
@@ -42,15 +44,16 @@ def test_pixels_round_half_to_even_in_float32_like_python():
 def test_the_loader_opens_graphs_in_manifest_order_and_refuses_an_altered_one():
     graphs = {"b": b"second graph", "a": b"first graph", "c": b"third"}
     manifest = {"graphs": {name: {"file": f"{name}.onnx"} for name in graphs},
-                "files": {f"{name}.onnx": {"sha256": hashlib.sha256(data).hexdigest()} for name, data in graphs.items()}}
+                "files": {f"{name}.onnx": {"sha256": hashlib.sha256(data).hexdigest()}
+                          for name, data in graphs.items()}}
     script = (f"import {{ loadModel }} from {json.dumps((WEB_ROOT / 'model_loader.mjs').as_uri())};\n"
               "const { manifest, files } = JSON.parse((await import('node:fs')).readFileSync(0, 'utf8'));\n"
               "const served = (path) => path === 'manifest.json' ? JSON.stringify(manifest) : files[path];\n"
               "globalThis.fetch = async (url) => { const body = served(url.split('/model/')[1]);\n"
               "  return body === undefined ? new Response('', { status: 404 }) : new Response(body); };\n"
               "const opened = [];\n"
-              "const ort = { InferenceSession: { create: async (bytes) => { opened.push(new TextDecoder().decode(bytes));"
-              " return {}; } } };\n"
+              "const ort = { InferenceSession: { create: async (bytes) => {"
+              " opened.push(new TextDecoder().decode(bytes)); return {}; } } };\n"
               "const model = await loadModel(ort, 'http://x/model/');\n"
               "files['c.onnx'] = 'altered';\n"
               "const refused = await loadModel(ort, 'http://x/model').then(() => '', (e) => e.message);\n"
@@ -90,6 +93,38 @@ def test_the_server_isolates_every_file_the_worker_and_threads_load(tmp_path):
                 assert headers["Cache-Control"] == ("no-cache" if path.startswith("ort/") else "no-store"), path
     finally:
         server.shutdown()
+
+
+def test_the_embedded_export_is_announced_before_it_is_made_and_a_busy_port_refused_first(tmp_path, monkeypatch):
+    pytest.importorskip("onnx")
+    from hart import demo
+
+    ort = tmp_path / "ort"
+    ort.mkdir()
+    (ort / "ort.all.min.mjs").write_text("")
+    monkeypatch.setattr(demo, "ORT_DIST", ort)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    events = []
+
+    def export(model, out, precisions, show_progress=False, **kwargs):
+        events.append(("export", out, precisions, show_progress))
+        (out / "int8").mkdir(parents=True)
+        (out / "int8" / "manifest.json").write_text("{}")
+
+    monkeypatch.setattr("hart.checkpoints.load_pretrained", lambda name: None)
+    monkeypatch.setattr("hart.export.onnx_export.export_onnx", export)
+    announce = lambda path: events.append(("announce", path))  # noqa: E731
+    destination = tmp_path / "cache" / "hart" / "web-tiny"
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        with pytest.raises(HartError, match="choose another --port"):
+            make_server(None, port=busy.getsockname()[1], on_export=announce)
+    assert events == []  # refused before a minute of exporting
+    make_server(None, port=0, show_progress=True, on_export=announce).server_close()
+    assert events == [("announce", destination), ("export", destination, ("int8",), True)]
+    make_server(None, port=0, on_export=announce).server_close()  # made once
+    assert len(events) == 2
 
 
 # The e2e's own prompt (generated twice: cold and warm) and two more, each once in the same page. The two

@@ -67,7 +67,7 @@ def test_config_files_report_their_path(tmp_path):
     bad.write_text("{not json")
     with pytest.raises(ConfigError, match="config.json is not valid JSON"):
         HARTConfig.from_json_file(bad)
-    with pytest.raises(ConfigError, match="does not exist"):
+    with pytest.raises(ConfigError, match="is missing; expected a model config.json"):
         HARTConfig.from_json_file(tmp_path / "missing.json")
 
 
