@@ -108,3 +108,59 @@ def test_train_draws_the_scenes_of_the_data_seed_it_is_given(monkeypatch, tmp_pa
     monkeypatch.setattr(tokenizer_training, "train_tokenizer", record)
     assert main(["train", "tokenizer", "--out", str(tmp_path / "run"), "--steps", "1", "--data-seed", "7"]) == 0
     assert seen["settings"].data_seed == 7 and seen["settings"].seed == 0
+
+
+def test_convert_checks_every_argument_before_it_writes(tmp_path):
+    from tests.conftest import small_config
+    from tests.golden.test_official_keys import write_release
+
+    write_release(tmp_path / "release", small_config())
+    refused = run_hart("convert", str(tmp_path / "release"), str(tmp_path / "converted"), "--text-encoder", "/nope")
+    assert refused.returncode == 2 and "/nope is not a Qwen2 model folder" in refused.stderr
+    assert not (tmp_path / "converted").exists() and not list(tmp_path.glob(".converted*"))
+    qwen2 = tmp_path / "qwen2"
+    qwen2.mkdir()
+    (qwen2 / "config.json").write_text("{}")
+    result = run_hart("convert", str(tmp_path / "release"), str(tmp_path / "converted"), "--text-encoder", str(qwen2))
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "converted" / "text_encoder").resolve() == qwen2.resolve()
+
+
+def test_prompts_and_settings_are_checked_before_the_weights_load(tmp_path):
+    import shutil
+
+    from hart.checkpoints import shipped_weights
+
+    folder = shutil.copytree(shipped_weights("tiny"), tmp_path / "model")
+    (folder / "transformer.safetensors").write_bytes(b"broken")  # loading it would fail
+    for args, message in ((["a zorp circle"], "unknown word(s) 'zorp'"), (["a red circle", "--cfg", "nan"], "cfg"),
+                          (["a red circle", "-o", str(tmp_path / "model")], "must end in one of"),
+                          (["a red circle", "-o", str(tmp_path / "model" / "config.json" / "x.png")],
+                           "is a file, not a folder")):
+        result = run_hart("generate", *args, "--model", str(folder), cwd=tmp_path)
+        assert result.returncode == 2 and message in result.stderr and "safetensors" not in result.stderr, result.stderr
+
+
+def test_images_made_a_few_at_a_time_equal_one_batch(tmp_path):
+    """-n is generated --batch-size images at a time (bounded memory for any -n), with the same images."""
+    from PIL import Image
+
+    import numpy as np
+
+    for batch in (2, 8):
+        result = run_hart("generate", "a red circle", "-n", "3", "--batch-size", str(batch), "-o",
+                          str(tmp_path / f"b{batch}" / "x.png"), "-v")
+        assert result.returncode == 0, result.stderr
+    for i in range(3):
+        a, b = (np.asarray(Image.open(tmp_path / f"b{n}" / f"x-{i}.png")) for n in (2, 8))
+        assert np.array_equal(a, b)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["demo", "web", "--port", "99999"], "'99999' is not a port number"),
+    (["info", "-v", "--json", "nope"], "'nope' is neither a model folder nor a preset"),
+])
+def test_more_one_line_errors(args, message, tmp_path):
+    result = run_hart(*args, cwd=tmp_path)
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode == 2 and len(lines) == 1 and message in lines[0], result.stderr

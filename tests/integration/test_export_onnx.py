@@ -133,6 +133,23 @@ def test_damaged_folders_are_refused_before_onnxruntime(export, tmp_path, monkey
         OnnxPipeline(folder)
 
 
+@pytest.mark.parametrize("change, message", [
+    (lambda m: m["model"]["config"]["tokenizer"].update(latent_channels=8), "update_0.onnx refused the inputs"),
+    (lambda m: m["graphs"]["decoder"]["inputs"][0].update(name="z"), "decoder.onnx takes inputs f_hat, but the"),
+    (lambda m: m["graphs"]["decoder"]["inputs"][0]["shape"].__setitem__(1, 99), "has size 16 on axis 1"),
+    (lambda m: m["graphs"]["decoder"].update(inputs=[{"name": 1}]), "must be a list of {name, dtype, shape}"),
+])
+def test_a_manifest_that_disagrees_with_its_graphs_is_one_sentence(export, tmp_path, change, message):
+    """Graphs and hashes intact, the manifest edited: onnxruntime's refusal becomes one sentence of ours."""
+    folder = shutil.copytree(export / "fp32", tmp_path / "copy")
+    manifest = json.loads((folder / "manifest.json").read_text())
+    change(manifest)
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(CheckpointError, match=message) as refused:
+        OnnxPipeline(folder).generate(["a red circle"], seed=0)
+    assert "\n" not in str(refused.value)
+
+
 def _flip_last_byte(path):
     data = bytearray(path.read_bytes())
     data[-1] ^= 0xFF
