@@ -79,13 +79,24 @@ export function sampleRow(logits, u, topK, topP, temperature) {
   return n - 1;
 }
 
+// The words as the user typed them ('rød', not its letter runs 'r' and 'd'), at most 10 (Python's rule).
+function typedUnknown(prompt, unknown) {
+  const strip = (t) => t.replace(/^[.,;:!?"'()]+|[.,;:!?"'()]+$/g, "");
+  const typed = [...new Set(prompt.split(/\s+/).filter((token) => {
+    const runs = token.toLowerCase().match(/[a-z]+/g) || [];
+    return !runs.length || runs.some((r) => unknown.has(r));
+  }).map(strip).filter((t) => t))].sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
+  const named = typed.slice(0, 10).map((w) => `'${w}'`).join(", ");
+  return typed.length > 10 ? `${named} and ${typed.length - 10} more` : named;
+}
+
 export function tokenize(manifest, prompt) {
   const text = manifest.text;
   const known = new Map(text.vocab.map((w, i) => [w, i + 2]));
   const words = prompt.toLowerCase().match(/[a-z]+/g) || [];
   const unknown = [...new Set(words.filter((w) => !known.has(w)))].sort();
   if (!words.length || unknown.length) {
-    const what = unknown.length ? `unknown word(s) ${unknown.map((w) => `'${w}'`).join(", ")}` : "no words";
+    const what = unknown.length ? `unknown word(s) ${typedUnknown(prompt, new Set(unknown))}` : "no words";
     throw new Error(`the prompt has ${what}; this model knows: ${[...text.vocab].sort().join(", ")}`);
   }
   if (words.length > text.max_tokens) throw new Error(`the prompt has ${words.length} words; at most ${text.max_tokens}`);

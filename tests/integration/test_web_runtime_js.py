@@ -81,3 +81,18 @@ def test_the_web_replay_catches_a_changed_trace(tmp_path):
     golden.write(tmp_path / "changed.safetensors", arrays, meta)
     result = replay_js(tmp_path / "changed.safetensors", tmp_path)
     assert result.returncode == 1 and "case overrides: residual noise differs from the trace" in result.stderr
+
+
+@pytest.mark.parametrize("prompt", ["a rød zorp circle", "a red circle " + "zorp" * 3 + " " + " ".join(
+    f"w{chr(97 + i)}x" for i in range(14)), "Zorp, a (red) circle!"])
+def test_the_page_names_unknown_words_as_typed_like_python(prompt):
+    from hart.config import TINY_VOCAB
+    from hart.errors import PromptError
+    from hart.portable.words import WordTokenizer
+
+    with pytest.raises(PromptError) as python:
+        WordTokenizer(TINY_VOCAB, 24)([prompt])
+    js = run_js("try { m.tokenize({text: {vocab: data.vocab, max_tokens: 24}}, data.prompt); return null; } "
+                "catch (e) { return e.message; }", {"vocab": list(TINY_VOCAB), "prompt": prompt})
+    named = str(python.value).split(" has ", 1)[1].split(";")[0]
+    assert js is not None and named in js, (js, str(python.value))
