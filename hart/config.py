@@ -12,6 +12,7 @@ fill them are one table of architecture numbers, read together.
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -50,14 +51,14 @@ UPPER_BOUNDS: dict[str, float] = {
 def _require_positive(section: str, **values: float) -> None:
     """Each value must be > 0 and at most its UPPER_BOUNDS entry (if it has one)."""
     for name, value in values.items():
-        if value <= 0:
-            _fail(section, name, f"must be positive (got {value})")
+        if not value > 0 or not math.isfinite(value):  # also NaN, which compares false to everything
+            _fail(section, name, f"must be a positive finite number (got {value})")
         _require_at_most(section, name, value)
 
 
 def _require_at_most(section: str, name: str, value: float) -> None:
     bound = UPPER_BOUNDS.get(f"{section}.{name}")
-    if bound is not None and value > bound:
+    if bound is not None and not value <= bound:
         _fail(section, name, f"must be at most {bound:g} (got {value:g}); larger values are not a model this "
                              "project can build")
 
@@ -185,7 +186,7 @@ class TokenizerConfig:
         if any((self.channels * m) % self.norm_groups for m in self.channel_mult):
             _fail(self.section, "channels", f"times every channel_mult must be divisible by norm_groups="
                                             f"{self.norm_groups} (got {self.channels})")
-        if not 0 < self.phi_ratio <= 1:
+        if not 0 < self.phi_ratio <= 1:  # NaN fails too
             _fail(self.section, "phi_ratio", f"must be in (0, 1] (got {self.phi_ratio})")
         if self.quant_conv_kernel % 2 == 0:
             _fail(self.section, "quant_conv_kernel", f"must be odd (got {self.quant_conv_kernel})")
@@ -211,7 +212,7 @@ class SamplingConfig:
     residual_guidance: float = 1.0
 
     def __post_init__(self) -> None:
-        if self.cfg < 0:
+        if not self.cfg >= 0:
             _fail(self.section, "cfg", f"must be >= 0 (got {self.cfg})")
         _require_at_most(self.section, "cfg", self.cfg)
         _require_at_most(self.section, "residual_guidance", self.residual_guidance)
@@ -220,7 +221,7 @@ class SamplingConfig:
         if not 0 <= self.top_p < 1:
             _fail(self.section, "top_p", f"must be in [0, 1) (got {self.top_p})")
         _require_positive(self.section, temperature=self.temperature)
-        if self.residual_guidance < 0:
+        if not self.residual_guidance >= 0:
             _fail(self.section, "residual_guidance", f"must be >= 0 (got {self.residual_guidance})")
 
 

@@ -22,7 +22,7 @@ from hart.errors import CheckpointError
 from hart.train.batches import scene_batches
 from hart.train.lr_schedule import set_learning_rate
 from hart.train.process import average, end_process, seed_everything, start_process
-from hart.train.run_folder import RunFolder, check_resume
+from hart.train.run_folder import RunFolder, check_resume, restore
 from hart.train.settings import TrainSettings, settings_dict
 from hart.train.steps import Steps
 
@@ -122,8 +122,7 @@ def train_classifier(settings: TrainSettings, out: str | Path, device: str = "au
         state = folder.load()
         first_step = check_resume(state, KIND, settings, resume, folder)
         if state is not None:
-            model.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
+            restore(state, folder, model=model, optimizer=optimizer)
         trainer = torch.nn.parallel.DistributedDataParallel(model) if process.world_size > 1 else model
 
         def snapshot(step: int) -> dict:

@@ -31,7 +31,8 @@ def discretized_gaussian_nll(x: torch.Tensor, mean: torch.Tensor, log_scale: tor
 
 
 def _normal_kl(mean1, logvar1, mean2, logvar2) -> torch.Tensor:
-    return 0.5 * (-1.0 + logvar2 - logvar1 + torch.exp(logvar1 - logvar2) + (mean1 - mean2).pow(2) * torch.exp(-logvar2))
+    return 0.5 * (-1.0 + logvar2 - logvar1 + torch.exp(logvar1 - logvar2)
+                  + (mean1 - mean2).pow(2) * torch.exp(-logvar2))
 
 
 class DiffusionLoss:

@@ -31,8 +31,8 @@ from hart.train.batches import scene_batches
 from hart.train.diffusion_loss import DiffusionLoss
 from hart.train.lr_schedule import set_learning_rate
 from hart.train.process import average, end_process, seed_everything, start_process
-from hart.train.run_folder import RunFolder, check_resume
-from hart.train.settings import TrainSettings, settings_dict
+from hart.train.run_folder import RunFolder, check_resume, restore
+from hart.train.settings import TrainSettings, check_number, settings_dict
 from hart.train.steps import Steps
 from hart.train.tokenizer import load_tokenizer
 
@@ -115,6 +115,8 @@ def train_generator(tokenizer_dir: str | Path, settings: TrainSettings, out: str
 
     `init`: a model folder whose text encoder, transformer and residual head this run starts from
     (fine-tuning after the data or the tokenizer changed) instead of a fresh initialisation."""
+    if latent_scale is not None:  # checked before the process group starts: NaN would pass the config's bounds
+        check_number("--latent-scale", latent_scale, 0, inclusive=False)
     process = start_process(device)
     try:
         return _train(tokenizer_dir, settings, Path(out), process, resume, latent_scale, init)
@@ -151,9 +153,7 @@ def _train(tokenizer_dir, settings, out, process, resume, latent_scale, init) ->
     state = folder.load()
     first_step = check_resume(state, KIND, settings, resume, folder)
     if state is not None:
-        trained.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        generator.set_state(state["generator"])
+        restore(state, folder, model=trained, optimizer=optimizer, generator=generator)
     diffusion = DiffusionLoss(diffusion_schedule(config.residual_head.train_steps), process.device)
     step_module = GeneratorStep(trained["text_encoder"], trained["transformer"], trained["residual_head"],
                                 tokenizer.quantizer.codebook.weight.detach(), config.residual_head.latent_scale,

@@ -74,7 +74,10 @@ def summed(value: torch.Tensor) -> torch.Tensor:
 
 def seed_everything(seed: int) -> torch.Generator:
     """Seed torch and numpy alike on every rank (identical initialisation); return the generator the
-    loop draws its global-batch random choices from (see Process.own_part)."""
+    loop draws its global-batch random choices from (see Process.own_part).
+
+    Seeds run up to 2**63 (torch's range); numpy's legacy seed stops at 2**32, so it gets the seed
+    modulo 2**32, which leaves every smaller seed, and so every earlier run, as it was."""
     torch.manual_seed(seed)
-    np.random.seed(seed)
+    np.random.seed(seed % 2**32)
     return torch.Generator().manual_seed(seed + 1)

@@ -12,7 +12,9 @@ from hart.train.settings import TrainSettings
 
 
 def progress_bar(process: Process, first_step: int, steps: int, what: str) -> tqdm:
-    return tqdm(total=steps, initial=first_step, desc=what, unit="step", disable=not process.is_main, dynamic_ncols=True)
+    """Shown by the main process only: N processes would draw N bars over one another."""
+    return tqdm(total=steps, initial=first_step, desc=what, unit="step", disable=not process.is_main,
+                dynamic_ncols=True)
 
 
 class Throughput:

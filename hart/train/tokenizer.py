@@ -28,8 +28,8 @@ from hart.tokenizer.quantizer import grid_to_tokens
 from hart.train.batches import scene_batches
 from hart.train.lr_schedule import set_learning_rate
 from hart.train.process import Process, average, end_process, seed_everything, start_process, summed
-from hart.train.run_folder import RunFolder, check_resume
-from hart.train.settings import TrainSettings, settings_dict
+from hart.train.run_folder import RunFolder, check_resume, restore
+from hart.train.settings import TrainSettings, check_number, settings_dict
 from hart.train.steps import Steps
 
 log = logging.getLogger(__name__)
@@ -115,7 +115,8 @@ def load_tokenizer(folder: str | Path) -> tuple[HARTConfig, HybridTokenizer]:
     folder = Path(folder)
     config = HARTConfig.from_json_file(folder / CONFIG_FILE)
     tokenizer = build_networks(config, "meta")["tokenizer"]
-    load_strict(tokenizer, read_safetensors(folder / weights_file("tokenizer")), str(folder / weights_file("tokenizer")))
+    weights = folder / weights_file("tokenizer")
+    load_strict(tokenizer, read_safetensors(weights), str(weights))
     return config, tokenizer
 
 
@@ -142,6 +143,8 @@ def train_tokenizer(config: HARTConfig, settings: TrainSettings, out: str | Path
     on `init` stays valid for the result."""
     if stage not in STAGES:
         raise HartError(f"unknown tokenizer stage {stage!r}; choose from {', '.join(STAGES)}")
+    check_number("the tokenizer's restart_every", restart_every, 1, whole=True)  # a step modulus: 0 would divide
+    check_number("the tokenizer's beta", beta, 0)  # NaN would only surface as a NaN loss
     if stage in STAGE_NEEDS_INIT and init is None:
         raise HartError(f"the {stage} stage starts from a trained tokenizer: pass --init OUT/model of the "
                         f"previous stage")
@@ -184,16 +187,14 @@ def _train(config, settings, out, process, resume, stage, init, beta, hybrid_pro
     state = folder.load()
     first_step = check_resume(state, f"{KIND}-{stage}", settings, resume, folder)
     if state is not None:
-        tokenizer.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        generator.set_state(state["generator"])
+        restore(state, folder, model=tokenizer, optimizer=optimizer, generator=generator)
     step_module = TokenizerStep(tokenizer, beta, stage)
     trainer = DistributedDataParallel(step_module) if process.world_size > 1 else step_module
 
     def snapshot(step: int) -> dict:
-        return {"kind": f"{KIND}-{stage}", "step": step, "config": config.to_dict(), "settings": settings_dict(settings),
-                "model": tokenizer.state_dict(), "optimizer": optimizer.state_dict(),
-                "generator": generator.get_state()}
+        return {"kind": f"{KIND}-{stage}", "step": step, "config": config.to_dict(),
+                "settings": settings_dict(settings), "model": tokenizer.state_dict(),
+                "optimizer": optimizer.state_dict(), "generator": generator.get_state()}
 
     steps = Steps(folder, process, settings, first_step, f"tokenizer ({stage})", snapshot)
     tokenizer.train()

@@ -12,11 +12,13 @@ from safetensors.torch import load_file
 
 from hart.config import (TINY_VOCAB, HARTConfig, ResidualHeadConfig, SamplingConfig, TextEncoderConfig,
                          TokenizerConfig, TransformerConfig)
+from hart.eval.classifier import train_classifier
 from hart.pipeline import HARTPipeline
 from hart.checkpoints import load_model
 from hart.train.batches import SceneImages
 from hart.train.process import seed_everything
 from hart.train.settings import TrainSettings
+from hart.train.steps import Steps
 from hart.train.generator import train_generator
 from hart.tokenizer.hybrid import HybridTokenizer
 from hart.train.tokenizer import load_tokenizer, reconstruction_psnr, train_tokenizer
@@ -139,6 +141,27 @@ def test_resuming_continues_exactly(tmp_path):
     resumed = train_tokenizer(SMALL, settings, tmp_path / "resumed", device="cpu", resume=True)
     a, b = load_file(straight / "tokenizer.safetensors"), load_file(resumed / "tokenizer.safetensors")
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_resuming_logs_each_step_once(tmp_path, monkeypatch):
+    """A run stopped after its last checkpoint had logged steps 4-5; resuming from step 3 must not log them twice.
+
+    The classifier is the quickest loop to train (about 4 s here); the run folder is shared by every loop."""
+    settings = TrainSettings(steps=6, batch_size=2, lr=1e-3, warmup_steps=1, log_every=1, checkpoint_every=3)
+    done = Steps.done
+
+    def stop_after_step_5(self, step, record=None, **shown):
+        done(self, step, record, **shown)
+        if step + 1 == 5:
+            raise KeyboardInterrupt  # as Ctrl-C or a killed job: the log is past the checkpoint
+
+    monkeypatch.setattr(Steps, "done", stop_after_step_5)
+    with pytest.raises(KeyboardInterrupt):
+        train_classifier(settings, tmp_path, device="cpu", image_size=32)
+    assert [r["step"] for r in records(tmp_path)] == [1, 2, 3, 4, 5]
+    monkeypatch.setattr(Steps, "done", done)
+    train_classifier(settings, tmp_path, device="cpu", resume=True, image_size=32)
+    assert [r["step"] for r in records(tmp_path)] == [1, 2, 3, 4, 5, 6]
 
 
 def test_two_ddp_processes_equal_one(tmp_path):
