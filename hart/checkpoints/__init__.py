@@ -24,6 +24,9 @@ def shipped_weights(name: str) -> Path | None:
 def _text_encoder(config: HARTConfig, path: str | None):
     if path is None:
         return None
+    if path != "random" and config.text.kind != "qwen2":
+        raise CheckpointError(f"--text-encoder is for models that use Qwen2; {config.name} has its own "
+                              f"{config.text.kind} text encoder (only 'random' replaces it, for timing runs)")
     if path == "random":
         from hart.text import RandomTextEncoder
 

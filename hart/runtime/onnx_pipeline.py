@@ -23,6 +23,13 @@ class OnnxBackend(GraphBackend):
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads or int(os.environ.get("OMP_NUM_THREADS", 0)) or 0
         options.log_severity_level = 3
+        required = {"condition", "step", "update_final", "residual", "decoder",
+                    *(f"update_{si}" for si in range(len(manifest.schedule.patch_nums) - 1))}
+        required |= {"text_encoder"} if manifest.text.kind in ("words", "qwen2") else set()
+        missing = sorted(required - manifest.graphs.keys())
+        if missing:
+            raise CheckpointError(f"{folder / 'manifest.json'} lists no graph {', '.join(missing)}; the loop needs "
+                                  f"{', '.join(sorted(required))}")
         self.files = {name: folder / graph.file for name, graph in manifest.graphs.items()}
         self.sessions = {}
         for name, graph in manifest.graphs.items():

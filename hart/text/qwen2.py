@@ -39,8 +39,13 @@ class Qwen2TextEncoder:
             raise CheckpointError(f"{path} is not a Qwen2 model folder (no config.json); pass the local "
                                   "Qwen2-VL-1.5B-Instruct folder with --text-encoder")
         self.config = config
-        self.words = AutoTokenizer.from_pretrained(path, local_files_only=True)
-        self.model = AutoModel.from_pretrained(path, local_files_only=True).to(device=device, dtype=dtype).eval()
+        try:  # transformers raises many types for a folder that is not a model (and never runs its code here)
+            self.words = AutoTokenizer.from_pretrained(path, local_files_only=True, trust_remote_code=False)
+            self.model = AutoModel.from_pretrained(path, local_files_only=True, trust_remote_code=False)
+        except Exception as err:
+            detail = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
+            raise CheckpointError(f"{path} is not a Qwen2 model folder transformers can load ({detail})") from None
+        self.model = self.model.to(device=device, dtype=dtype).eval()
         if self.model.config.hidden_size != config.dim:
             raise CheckpointError(f"{path} has hidden size {self.model.config.hidden_size}; the transformer expects "
                                   f"text.dim={config.dim}")

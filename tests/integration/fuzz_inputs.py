@@ -251,7 +251,8 @@ def mutate_safetensors(rnd: random.Random, path: Path) -> str:
     elif kind == "extra":
         header["blocks.99.extra.weight"] = dict(header[name])
     elif kind == "metadata":
-        header["__metadata__"] = rnd.choice([{"format": 1}, [], "x", {"format": "pt", "component": {"a": 1}}])
+        header["__metadata__"] = rnd.choice([{"format": 1}, [], "x", {"format": "pt", "component": {"a": 1}},
+                                             {"format": "pt", "note": "harmless"}])
     encoded = json.dumps(header).encode()
     data = struct.pack("<Q", len(encoded)) + encoded + body
     if kind == "length":
@@ -325,8 +326,8 @@ class Fuzzer:
         count = len(prompts) * (int(argv[argv.index("-n") + 1]) if "-n" in argv and
                                 argv[argv.index("-n") + 1].isdigit() else 1)
         outputs = [out] if count <= 1 else [out.with_name(f"{out.stem}-{i}{out.suffix}") for i in range(count)]
-        model_roots = [TINY, folder, self.export] if "--backend" not in argv else [TINY, folder, self.export]
-        return self.run("cli", " ".join(argv[1:])[:200], folder, argv, outputs, model_roots)
+        named = [self.outside] if str(self.outside) in argv else []  # a folder the user names may be read
+        return self.run("cli", " ".join(argv[1:])[:200], folder, argv, outputs, [TINY, folder, *named])
 
     def config_case(self) -> dict:
         folder = self.case_dir()

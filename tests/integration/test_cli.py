@@ -158,6 +158,7 @@ def test_images_made_a_few_at_a_time_equal_one_batch(tmp_path):
 
 @pytest.mark.parametrize("args, message", [
     (["demo", "web", "--port", "99999"], "'99999' is not a port number"),
+    (["generate", "a red circle", "--text-encoder", "/nope"], "--text-encoder is for models that use Qwen2"),
     (["info", "-v", "--json", "nope"], "'nope' is neither a model folder nor a preset"),
 ])
 def test_more_one_line_errors(args, message, tmp_path):

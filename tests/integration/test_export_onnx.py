@@ -138,6 +138,7 @@ def test_damaged_folders_are_refused_before_onnxruntime(export, tmp_path, monkey
     (lambda m: m["graphs"]["decoder"]["inputs"][0].update(name="z"), "decoder.onnx takes inputs f_hat, but the"),
     (lambda m: m["graphs"]["decoder"]["inputs"][0]["shape"].__setitem__(1, 99), "has size 16 on axis 1"),
     (lambda m: m["graphs"]["decoder"].update(inputs=[{"name": 1}]), "must be a list of {name, dtype, shape}"),
+    (lambda m: m["graphs"].pop("update_0"), "lists no graph update_0; the loop needs"),
 ])
 def test_a_manifest_that_disagrees_with_its_graphs_is_one_sentence(export, tmp_path, change, message):
     """Graphs and hashes intact, the manifest edited: onnxruntime's refusal becomes one sentence of ours."""

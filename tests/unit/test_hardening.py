@@ -138,3 +138,25 @@ def test_sampling_settings_name_the_one_out_of_range():
         SamplingSettings.resolve(config.sampling, config.num_scales, temperature=1e-45)
     with pytest.raises(ConfigError, match="sampling setting cfg must be a finite number"):
         SamplingSettings.resolve(config.sampling, config.num_scales, cfg=float("inf"))
+
+
+def test_after_a_real_sigkill_mid_write_the_next_write_cleans_up(tmp_path):
+    """A writer killed with SIGKILL (no `finally` runs) leaves its temp folder; the next write removes it."""
+    import signal
+    import time
+
+    script = ("import sys, time; from hart.atomic import atomic_directory\n"
+              f"with atomic_directory({str(tmp_path / 'out')!r}) as tmp:\n"
+              "    (tmp / 'half.bin').write_bytes(b'x' * 100000); print('writing', flush=True); time.sleep(60)\n")
+    child = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    assert child.stdout.readline().strip() == "writing"
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    left = list(tmp_path.glob(".out.tmp-*"))
+    assert len(left) == 1 and (left[0] / "half.bin").is_file() and not (tmp_path / "out").exists()
+    deadline = time.time() + 5
+    while time.time() < deadline and Path(f"/proc/{child.pid}").exists():  # reaped above; be safe on slow hosts
+        time.sleep(0.05)
+    with atomic_directory(tmp_path / "out") as tmp:
+        (tmp / "whole.bin").write_bytes(b"y")
+    assert not list(tmp_path.glob(".out.*")) and (tmp_path / "out" / "whole.bin").is_file()
