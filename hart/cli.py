@@ -8,105 +8,9 @@ import sys
 import time
 from pathlib import Path
 
+from hart.cli_images import edit, generate
 from hart.cli_parser import build_parser
 from hart.errors import HartError
-
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
-
-
-def _output_paths(output: str, count: int) -> list[Path]:
-    """The files to write, checked before any work: a folder or an unwritable place is refused now,
-    not after the whole generation ran."""
-    from hart.atomic import check_writable
-
-    path = Path(output)
-    if path.suffix.lower() not in IMAGE_SUFFIXES:
-        raise HartError(f"output {output!r} must end in one of {', '.join(IMAGE_SUFFIXES)}")
-    paths = [path] if count == 1 else [path.with_name(f"{path.stem}-{i}{path.suffix}") for i in range(count)]
-    for candidate in (paths[0], paths[-1]):
-        check_writable(candidate)
-    return paths
-
-
-def _runtime_config(args: argparse.Namespace):
-    """The model config, read without loading weights (a preset, a model folder or an export's manifest)."""
-    if args.backend == "torch":
-        from hart.checkpoints import load_config
-
-        return load_config(args.model)
-    from hart.runtime.manifest import read_manifest
-
-    return read_manifest(args.model, verify=False).config
-
-
-def _generate(args: argparse.Namespace) -> None:
-    """Prompts, sampling settings and outputs are checked first (seconds before the model loads); the
-    images are then made BATCH at a time and written as they come, so memory does not grow with -n."""
-    from hart.atomic import atomic_file
-    from hart.portable.rng import resolve_seeds
-    from hart.portable.spec import SamplingSettings
-    from hart.portable.words import WordTokenizer, check_prompts
-
-    if args.num_images < 1 or args.batch_size < 1:
-        raise HartError(f"--num-images and --batch-size must be at least 1 (got {args.num_images}, {args.batch_size})")
-    prompts = check_prompts(args.prompts)
-    jobs = [(prompt, args.seed + i) for prompt in prompts for i in range(args.num_images)]  # (prompt, seed) per image
-    resolve_seeds([seed for _, seed in jobs], len(jobs))
-    paths = _output_paths(args.output, len(jobs))
-    if args.gumbel and args.backend != "torch":
-        raise HartError(f"--gumbel is not supported by the {args.backend} runtime")
-    if args.backend == "onnx":
-        import onnxruntime  # noqa: F401  a missing extra is said before anything about the folder
-    config = _runtime_config(args)
-    if config.text.kind == "words":
-        WordTokenizer(config.text.vocab, config.text.max_tokens)(prompts)
-    sampling = dict(cfg=args.cfg, top_k=args.top_k, top_p=args.top_p, temperature=args.temperature,
-                    residual_guidance=args.residual_guidance)
-    SamplingSettings.resolve(config.sampling, config.num_scales, **sampling)
-    sampling["residual"] = not args.no_residual
-
-    started = time.perf_counter()
-    if args.backend in ("onnx", "coreml"):  # torch is never imported on these paths
-        if args.backend == "onnx":
-            from hart.runtime.onnx_pipeline import OnnxPipeline as Runtime
-        else:
-            from hart.runtime.coreml_pipeline import CoreMLPipeline as Runtime
-        pipe, where = Runtime(args.model), args.backend
-    else:
-        from hart.pipeline import HARTPipeline
-
-        pipe = HARTPipeline.from_pretrained(args.model, args.device, args.dtype, args.text_encoder)
-        sampling["gumbel"] = args.gumbel or None
-        where = f"{pipe.device}, {args.dtype}"
-    batches = [range(i, min(i + args.batch_size, len(jobs))) for i in range(0, len(jobs), args.batch_size)]
-    bar = None
-    if len(batches) > 1:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=len(jobs), desc="hart", unit="image", leave=False)
-    generation_seconds = 0.0
-    try:
-        for batch in batches:
-            result = pipe.generate([jobs[i][0] for i in batch], seed=[jobs[i][1] for i in batch],
-                                   show_progress=bar is None, **sampling)
-            generation_seconds += sum(result.timings.values())
-            for image, i in zip(result.pil_images(), batch):
-                with atomic_file(paths[i]) as tmp:
-                    image.save(tmp, format=_image_format(paths[i]))
-                (bar.write if bar is not None else print)(f"wrote {paths[i]} ({image.width}x{image.height}, seed "
-                                                          f"{jobs[i][1]}): {jobs[i][0]}")
-            if bar is not None:
-                bar.update(len(batch))
-    finally:
-        if bar is not None:
-            bar.close()
-    print(f"{len(paths)} image(s) in {time.perf_counter() - started:.2f} s "
-          f"(generation {generation_seconds:.2f} s on {where}, {args.batch_size} at a time)")
-
-
-def _image_format(path: Path) -> str:
-    return {".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}.get(path.suffix.lower(), "PNG")
-
 
 def _info(args: argparse.Namespace) -> None:
     from hart.checkpoints import load_config, shipped_weights
@@ -298,7 +202,7 @@ def _demo(args: argparse.Namespace) -> None:
         server.server_close()
 
 
-COMMANDS = {"generate": _generate, "info": _info, "convert": _convert, "train": _train, "eval": _eval,
+COMMANDS = {"generate": generate, "edit": edit, "info": _info, "convert": _convert, "train": _train, "eval": _eval,
             "export": _export, "bench": _bench, "demo": _demo}
 
 

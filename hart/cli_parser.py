@@ -33,6 +33,29 @@ def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
                         help="local Qwen2 folder for models that use Qwen2, or 'random' for timing runs")
 
 
+def _add_image_arguments(parser: argparse.ArgumentParser, default_output: str) -> None:
+    """The options `hart generate` and `hart edit` share: model, sampling, batching, output, device."""
+    _add_model_arguments(parser)
+    parser.add_argument("--seed", type=int, default=0, help="image i of a prompt uses seed + i (default 0)")
+    parser.add_argument("--cfg", type=float, help="classifier-free guidance (default: the model's)")
+    parser.add_argument("--top-k", type=int, help="top-k at every scale, 0 = off (default: the model's schedule)")
+    parser.add_argument("--top-p", type=float, help="nucleus sampling threshold, 0 = off")
+    parser.add_argument("--temperature", type=float, help="token sampling temperature (default 1)")
+    parser.add_argument("--gumbel", action="store_true", help="HART's Gumbel-softmax smoothing (more_smooth)")
+    parser.add_argument("--no-residual", action="store_true", help="skip the residual head (discrete-only image)")
+    parser.add_argument("--residual-guidance", type=float,
+                        help="the residual head's guidance as a share of the last scale's (HART: 1; default: the model's)")
+    parser.add_argument("-n", "--num-images", type=int, default=1, help="images per prompt (default 1)")
+    parser.add_argument("--batch-size", type=int, default=8,
+                        help="images generated together (default 8); memory grows with it, not with -n")
+    parser.add_argument("-o", "--output", default=default_output,
+                        help="output image; with several images, -<index> is added before the suffix")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default auto)")
+    parser.add_argument("--dtype", default="fp32", choices=("fp32", "fp16", "bf16"))
+    parser.add_argument("--backend", default="torch", choices=("torch", "onnx", "coreml"),
+                        help="torch (default); onnx or coreml (macOS): --model is then an export folder such as OUT/int8")
+
+
 # stage, help, (steps, batch size, learning rate)
 TRAIN_STAGES = (
     ("tokenizer", "the hybrid tokenizer (reconstruction + VQ losses, alternating discrete/hybrid decoding)",
@@ -67,25 +90,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     gen = commands.add_parser("generate", help="generate images from prompts")
     gen.add_argument("prompts", nargs="+", metavar="PROMPT")
-    _add_model_arguments(gen)
-    gen.add_argument("--seed", type=int, default=0, help="image i of a prompt uses seed + i (default 0)")
-    gen.add_argument("--cfg", type=float, help="classifier-free guidance (default: the model's)")
-    gen.add_argument("--top-k", type=int, help="top-k at every scale, 0 = off (default: the model's schedule)")
-    gen.add_argument("--top-p", type=float, help="nucleus sampling threshold, 0 = off")
-    gen.add_argument("--temperature", type=float, help="token sampling temperature (default 1)")
-    gen.add_argument("--gumbel", action="store_true", help="HART's Gumbel-softmax smoothing (more_smooth)")
-    gen.add_argument("--no-residual", action="store_true", help="skip the residual head (discrete-only image)")
-    gen.add_argument("--residual-guidance", type=float,
-                     help="the residual head's guidance as a share of the last scale's (HART: 1; default: the model's)")
-    gen.add_argument("-n", "--num-images", type=int, default=1, help="images per prompt (default 1)")
-    gen.add_argument("--batch-size", type=int, default=8,
-                     help="images generated together (default 8); memory grows with it, not with -n")
-    gen.add_argument("-o", "--output", default="hart.png",
-                     help="output image; with several images, -<index> is added before the suffix")
-    gen.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default auto)")
-    gen.add_argument("--dtype", default="fp32", choices=("fp32", "fp16", "bf16"))
-    gen.add_argument("--backend", default="torch", choices=("torch", "onnx", "coreml"),
-                     help="torch (default); onnx or coreml (macOS): --model is then an export folder such as OUT/int8")
+    _add_image_arguments(gen, "hart.png")
+
+    edit = commands.add_parser("edit", help="redraw a region of an image from a prompt (inpainting)")
+    edit.add_argument("image", metavar="IMAGE", help="PNG, JPEG or WebP; fitted to the canvas: centred square, Lanczos")
+    edit.add_argument("prompt", nargs="+", metavar="PROMPT", help="what goes in the region (the words form one prompt)")
+    region = edit.add_mutually_exclusive_group(required=True)
+    region.add_argument("--mask", metavar="MASK", help="white-on-black image of IMAGE's size; white (>= 0.5) = redraw")
+    region.add_argument("--box", metavar="X0,Y0,X1,Y1", help="the region to redraw, in IMAGE's pixels")
+    edit.add_argument("--threshold", type=float, default=0.5,
+                      help="a token is redrawn when more than this share of its cell is masked (default 0.5)")
+    edit.add_argument("--no-fill", action="store_true",
+                      help="encode the image as it is (default: the region is first filled with the colour around it)")
+    edit.add_argument("--no-paste", action="store_true",
+                      help="keep the raw decode (default: the original pixels are pasted back outside the mask)")
+    _add_image_arguments(edit, "hart-edit.png")
 
     info = commands.add_parser("info", help="describe a preset or model folder and count its parameters")
     info.add_argument("model", nargs="?", default="tiny", help="preset name or model folder")

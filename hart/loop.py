@@ -24,7 +24,7 @@ import numpy as np
 
 from hart.config import HARTConfig
 from hart.errors import ConfigError
-from hart.portable import rng
+from hart.portable import edit, rng
 from hart.portable.sampling import filter_logits, gumbel_weights, sample_categorical
 from hart.portable.scales import ScaleSchedule
 from hart.portable.schedule import diffusion_schedule
@@ -33,6 +33,25 @@ from hart.portable.spec import (ArrayOps, SamplingSettings, guidance_weight, gui
 from hart.portable.words import check_prompts
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class ForcedTokens:
+    """Tokens the loop takes instead of sampling them: every token (teacher forcing, for parity checks) or
+    those `keep` marks (editing keeps the encoder's tokens outside the region to edit, hart.portable.edit).
+
+    The loop still samples every token with the same random numbers, so where nothing is kept the result
+    is plain generation, bit for bit."""
+
+    ids: list[np.ndarray]  # per scale [B, n*n] int64
+    keep: list[np.ndarray] | None = None  # per scale [B, n*n] bool, True = take ids[si]; None: every token
+    residual: Any | None = None  # [B, N*N, C_vae] (backend array) for the kept last-scale tokens; None: the head's
+
+    def rows(self, start: int, stop: int) -> "ForcedTokens":
+        """The same forcing for images start..stop-1 of the batch."""
+        return ForcedTokens([np.asarray(f)[start:stop] for f in self.ids],
+                            None if self.keep is None else [np.asarray(k)[start:stop] for k in self.keep],
+                            None if self.residual is None else self.residual[start:stop])
 
 
 @dataclass
@@ -82,6 +101,10 @@ class Backend(Protocol):
     def decode(self, f_hat: Any) -> Any:
         """-> images [B, 3, H, W] float32 in [0, 1], on the host."""
 
+    def encode_image(self, images: np.ndarray) -> tuple[list[np.ndarray], Any]:
+        """images [B, 3, H, W] float32 in [0, 1] -> the tokenizer's ids per scale [B, n*n] (numpy) and its
+        continuous residual [B, N*N, C_vae] (backend array): what editing keeps outside the mask."""
+
     def host(self, array: Any) -> Any:
         """A result array moved to the host (numpy stays numpy; torch tensors go to the CPU)."""
 
@@ -105,11 +128,12 @@ class StageEvent:
 @dataclass
 class Generation:
     images: Any  # [B, 3, H, W] float32 in [0, 1] on the host (numpy, or a CPU tensor from PyTorch)
-    ids: list[Any]  # per scale [B, n*n] int64: the sampled ids (also when ids were forced)
+    ids: list[Any]  # per scale [B, n*n] int64: the sampled ids (also where ids were forced)
     residual: Any | None  # [B, N*N, C_vae] from the residual head, None if disabled
     seeds: list[int]
     timings: dict[str, float] = field(default_factory=dict)  # stage -> seconds ("scale_3", "decode", ...)
     discrete_images: Any | None = None  # the same tokens decoded without the residual (if asked)
+    image_ids: list[np.ndarray] | None = None  # per scale [B, n*n]: the ids the image was made from (None: `ids`)
 
     def pil_images(self) -> list:
         from PIL import Image
@@ -159,7 +183,7 @@ class GenerationLoop:
     def generate(self, prompts: list[str], seed: int | Sequence[int] = 0, cfg: float | None = None,
                  top_k: int | Sequence[int] | None = None, top_p: float | None = None,
                  temperature: float | None = None, gumbel: bool | None = None, residual: bool = True,
-                 residual_guidance: float | None = None, forced_ids: list[np.ndarray] | None = None,
+                 residual_guidance: float | None = None, forced: ForcedTokens | None = None,
                  discrete_too: bool = False, show_progress: bool = False,
                  callback: Callable[[StageEvent], None] | None = None) -> Generation:
         """Generate one image per prompt. Unset sampling arguments take the model config's defaults.
@@ -167,8 +191,9 @@ class GenerationLoop:
         seed: an int (image i uses seed + i) or one seed per prompt. top_k: one value or one per scale
         (0 keeps the whole vocabulary). residual=False gives HART's discrete-only images.
         residual_guidance: the residual head's guidance as a share of the last scale's (HART: 1).
-        forced_ids: ids per scale [B, n*n] to continue from instead of the sampled ones (teacher
-        forcing); the result still reports the sampled ids. discrete_too: also decode the same tokens
+        forced: tokens to take instead of the sampled ones (teacher forcing, or the kept tokens of an
+        edit); the result still reports the sampled ids in `ids`, and the ids used in `image_ids`.
+        discrete_too: also decode the same tokens
         without the residual. callback: sees every stage (with f_hat after each scale, for previews).
         show_progress: a progress bar over the stages.
         """
@@ -178,8 +203,8 @@ class GenerationLoop:
                                  residual_guidance=residual_guidance, gumbel=gumbel)
         if settings.gumbel and not self.backend.soft_codes:
             raise ConfigError("Gumbel soft codes (--gumbel) need the PyTorch backend; exported graphs take hard ids")
-        if forced_ids is not None and len(forced_ids) != self.schedule.num_scales:
-            raise ConfigError(f"forced ids need one array per scale ({self.schedule.num_scales}), got {len(forced_ids)}")
+        if forced is not None and len(forced.ids) != self.schedule.num_scales:
+            raise ConfigError(f"forced ids need one array per scale ({self.schedule.num_scales}), got {len(forced.ids)}")
         step = self.backend.max_batch or len(prompts)
         make_bar = None
         if show_progress:
@@ -190,15 +215,41 @@ class GenerationLoop:
         clock = _StageClock(self.backend, callback, make_bar)
         try:
             parts = [self._run(prompts[i:i + step], seeds[i:i + step], settings, residual,
-                               None if forced_ids is None else [np.asarray(f)[i:i + step] for f in forced_ids],
-                               discrete_too, clock) for i in range(0, len(prompts), step)]
+                               None if forced is None else forced.rows(i, i + step), discrete_too, clock)
+                     for i in range(0, len(prompts), step)]
         finally:
             if clock.bar is not None:
                 clock.bar.close()
         return self._merge(parts, seeds, clock.timings)
 
+    def edit(self, images: np.ndarray, masks: np.ndarray, prompts: list[str], seed: int | Sequence[int] = 0,
+             threshold: float = 0.5, fill: bool = True, paste: bool = True, feather: bool = True,
+             **kwargs) -> Generation:
+        """Redraw the masked region of each image from its prompt and keep the rest (hart.portable.edit).
+
+        images [B, S, S, 3] float32 in [0, 1] at the model's size S; masks [B, S, S] bool, True = edit.
+        threshold: a token is resampled when more than this share of its cell is masked. fill: encode
+        with the masked region filled by the surrounding colour. paste: put the original pixels back
+        outside the mask (feathered). Other arguments are generate's; `images` of the result are numpy.
+        """
+        size = self.config.image_size
+        images, masks = np.asarray(images, dtype=np.float32), np.asarray(masks, dtype=bool)
+        if images.ndim != 4 or images.shape[1:] != (size, size, 3) or masks.shape != images.shape[:3]:
+            raise ConfigError(f"edit takes images [B, {size}, {size}, 3] and masks [B, {size}, {size}] (got "
+                              f"{list(images.shape)} and {list(masks.shape)})")
+        encoded = np.stack([edit.fill_masked(i, m) for i, m in zip(images, masks)]) if fill else images
+        ids, residual = self.backend.encode_image(np.ascontiguousarray(encoded.transpose(0, 3, 1, 2)))
+        edited = [edit.edited_tokens(m, self.config.patch_nums, threshold) for m in masks]
+        keep = [~np.stack(scale) for scale in zip(*edited)]  # per scale [B, n*n]
+        result = self.generate(prompts, seed=seed, forced=ForcedTokens(ids, keep, residual), **kwargs)
+        drawn = np.asarray(result.images, dtype=np.float32).transpose(0, 2, 3, 1)
+        if paste:
+            drawn = np.stack([edit.paste(d, i, edit.paste_weights(m, feather)) for d, i, m in zip(drawn, images, masks)])
+        result.images = np.ascontiguousarray(drawn.transpose(0, 3, 1, 2))
+        return result
+
     def _run(self, prompts: list[str], seeds: list[int], settings: SamplingSettings, residual: bool,
-             forced_ids: list[np.ndarray] | None, discrete_too: bool, clock: _StageClock) -> Generation:
+             forced: ForcedTokens | None, discrete_too: bool, clock: _StageClock) -> Generation:
         backend, schedule, batch = self.backend, self.schedule, len(prompts)
         last, vocab = schedule.num_scales - 1, self.config.tokenizer.vocab_size
         clock.start()
@@ -208,7 +259,7 @@ class GenerationLoop:
         clock.stop("text")
 
         f_hat = backend.begin(batch)
-        sampled, soft = [], None
+        sampled, used, soft = [], [], None
         for si, n in enumerate(schedule.patch_nums):
             clock.start()
             rope = backend.rope(si, positions if si == 0 else rope_offsets(positions))
@@ -223,8 +274,11 @@ class GenerationLoop:
             sampled.append(ids)
             if settings.gumbel:
                 soft = self._soft_codes(values, candidates, seeds, si, settings, batch, n * n)
-            if forced_ids is not None:
-                ids = np.asarray(forced_ids[si], dtype=np.int64).reshape(batch, n * n)
+            if forced is not None:
+                taken = np.asarray(forced.ids[si], dtype=np.int64).reshape(batch, n * n)
+                ids = taken if forced.keep is None else np.where(np.asarray(forced.keep[si]).reshape(batch, n * n),
+                                                                 taken, ids)
+            used.append(ids)
             if si < last:
                 f_hat, x = backend.update(si, f_hat, ids, soft)
             clock.stop(f"scale_{si}", si, f_hat if si < last else None)
@@ -236,6 +290,10 @@ class GenerationLoop:
             noise = rng.residual_noise(seeds, self.residual_steps, tokens, self.config.tokenizer.latent_channels)
             weight = residual_guidance_weight(settings.cfg, schedule.progress(last), settings.residual_guidance)
             residual_tokens = backend.sample_residual(hidden, ids, noise, weight)
+            if forced is not None and forced.residual is not None:
+                keep = np.ones((batch, tokens), dtype=bool) if forced.keep is None else \
+                    np.asarray(forced.keep[last]).reshape(batch, tokens)
+                residual_tokens = backend.ops.where(keep[..., None], forced.residual, residual_tokens)
         f_final = backend.final(f_hat, ids, soft, residual_tokens)
         clock.stop("residual" if residual else "codes", last, f_final)
 
@@ -245,7 +303,7 @@ class GenerationLoop:
         clock.stop("decode")
         return Generation(images, [backend.host_ids(i) for i in sampled],
                           None if residual_tokens is None else backend.host(residual_tokens), seeds,
-                          discrete_images=discrete)
+                          discrete_images=discrete, image_ids=None if forced is None else used)
 
     def _soft_codes(self, values: np.ndarray, candidates: np.ndarray | None, seeds: list[int], si: int,
                     settings: SamplingSettings, batch: int, tokens: int) -> SoftCodes:
@@ -270,4 +328,7 @@ class GenerationLoop:
             return None if getattr(first, name) is None else concat([getattr(p, name) for p in parts])
 
         ids = [concat(list(scale)) for scale in zip(*(p.ids for p in parts))]
-        return Generation(joined("images"), ids, joined("residual"), seeds, timings, joined("discrete_images"))
+        image_ids = None if first.image_ids is None else [np.concatenate(scale) for scale in
+                                                          zip(*(p.image_ids for p in parts))]
+        return Generation(joined("images"), ids, joined("residual"), seeds, timings, joined("discrete_images"),
+                          image_ids)

@@ -29,6 +29,10 @@ class TorchOps:
     def zeros_like(array: torch.Tensor) -> torch.Tensor:
         return torch.zeros_like(array)
 
+    @staticmethod
+    def where(mask: np.ndarray, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return torch.where(torch.from_numpy(mask).to(b.device), a.to(b), b)
+
 
 class TorchBackend:
     """HARTModel's networks as the loop's backend; models stay pure functions of tensors."""
@@ -108,6 +112,10 @@ class TorchBackend:
     def decode(self, f_hat: torch.Tensor) -> torch.Tensor:
         return self.model.tokenizer.decode_latent(f_hat).float().cpu()
 
+    def encode_image(self, images: np.ndarray) -> tuple[list[np.ndarray], torch.Tensor]:
+        tokens = self.model.tokenizer.encode(torch.from_numpy(images).to(self.device, self.dtype))
+        return [ids.cpu().numpy() for ids in tokens.ids], tokens.residual
+
     def host(self, array: torch.Tensor) -> torch.Tensor:
         return array.cpu()
 
@@ -142,3 +150,20 @@ class HARTPipeline:
     def generate(self, prompts: list[str], seed: int | Sequence[int] = 0, **kwargs) -> Generation:
         """GenerationLoop.generate on this model (same arguments)."""
         return self.loop.generate(prompts, seed=seed, **kwargs)
+
+    @torch.inference_mode()
+    def edit(self, image: Image.Image, mask: Image.Image | np.ndarray, prompt: str, seed: int | Sequence[int] = 0,
+             num_images: int = 1, **kwargs) -> list[Image.Image]:
+        """Redraw the white region of `mask` (same size as `image`) from `prompt`; keep the rest.
+
+        Images of another size are fitted to the canvas as hart.images says (centred square, Lanczos).
+        `num_images` edits with seeds seed, seed + 1, ...; other arguments are GenerationLoop.edit's
+        (threshold, fill, paste, feather) and generate's (cfg, top_k, ...)."""
+        from hart.images import fit_image, fit_mask
+
+        size = self.config.image_size
+        pixels, region = fit_image(image, size), fit_mask(mask, image.size, size)
+        seeds = [seed + i for i in range(num_images)] if isinstance(seed, int) else list(seed)
+        result = self.loop.edit(np.stack([pixels] * len(seeds)), np.stack([region] * len(seeds)),
+                                [prompt] * len(seeds), seed=seeds, **kwargs)
+        return result.pil_images()

@@ -30,6 +30,7 @@ from hart.data.scenes import make_scene
 from hart.errors import HartError
 from hart.export.graphs import GraphSpec, graph_specs
 from hart.export import onnx_quantize
+from hart.loop import ForcedTokens
 from hart.pipeline import HARTPipeline
 from hart.portable.metrics import psnr
 from hart.runtime.onnx_pipeline import OnnxPipeline
@@ -132,7 +133,7 @@ def _batched(generate: Callable[..., object], config: HARTConfig, prompts: list[
     ids, images = [], []
     for start in range(0, seeds, chunk):
         seed_list = list(range(start, min(seeds, start + chunk)))
-        kwargs = {} if forced is None else {"forced_ids": [f[seed_list[0]:seed_list[-1] + 1] for f in forced]}
+        kwargs = {} if forced is None else {"forced": ForcedTokens([f[seed_list[0]:seed_list[-1] + 1] for f in forced])}
         result = generate([prompts[s % len(prompts)] for s in seed_list], seed=seed_list, **kwargs)
         ids.append([np.asarray(i) for i in result.ids])
         images.append(np.asarray(result.images))

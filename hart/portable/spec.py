@@ -34,11 +34,14 @@ IMAGE_8BIT = ("pixels = round_half_to_even(clip(image, 0, 1) * 255) computed in 
 
 
 class ArrayOps(Protocol):
-    """The two array primitives the loop needs on a backend's own arrays (numpy, torch on a device)."""
+    """The array primitives the loop needs on a backend's own arrays (numpy, torch on a device)."""
 
     def concat(self, arrays: Sequence[Any], axis: int = 0) -> Any: ...
 
     def zeros_like(self, array: Any) -> Any: ...
+
+    def where(self, mask: np.ndarray, a: Any, b: Any) -> Any:
+        """a where the numpy bool `mask` (broadcast) is True, else b."""
 
 
 class NumpyOps:
@@ -49,6 +52,10 @@ class NumpyOps:
     @staticmethod
     def zeros_like(array):
         return np.zeros_like(array)
+
+    @staticmethod
+    def where(mask, a, b):
+        return np.where(mask, a, b).astype(np.asarray(b).dtype)
 
 
 def positions_from_mask(mask: np.ndarray) -> np.ndarray:

@@ -120,6 +120,10 @@ class GraphBackend:
     def decode(self, f_hat: np.ndarray) -> np.ndarray:
         return self.run("decoder", f_hat=f_hat)[0]
 
+    def encode_image(self, images: np.ndarray) -> tuple[list[np.ndarray], np.ndarray]:
+        raise DependencyError("editing needs the tokenizer's encoder, which exports do not include yet; edit with "
+                              "the PyTorch backend (--backend torch)")
+
     @staticmethod
     def host(array: np.ndarray) -> np.ndarray:
         return array

@@ -165,3 +165,42 @@ def test_more_one_line_errors(args, message, tmp_path):
     result = run_hart(*args, cwd=tmp_path)
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert result.returncode == 2 and len(lines) == 1 and message in lines[0], result.stderr
+
+
+def test_edit_with_a_box_over_everything_is_generate_and_a_mask_keeps_the_rest(tmp_path):
+    import numpy as np
+
+    source = tmp_path / "source.png"
+    assert run_hart("generate", "a red circle on a blue background", "--seed", "3", "-o", str(source)).returncode == 0
+    full = run_hart("edit", str(source), "--box", "0,0,64,64", "a", "red", "circle", "on", "a", "blue", "background",
+                    "--seed", "3", "-o", str(tmp_path / "full.png"))
+    assert full.returncode == 0, full.stderr
+    assert (tmp_path / "full.png").read_bytes() == source.read_bytes()
+    mask = np.zeros((64, 64), np.uint8)
+    mask[30:60, 20:56] = 255
+    Image.fromarray(mask).save(tmp_path / "mask.png")
+    edited = run_hart("edit", str(source), "--mask", str(tmp_path / "mask.png"), "a green square on a blue background",
+                      "-n", "2", "-o", str(tmp_path / "edit.png"))
+    assert edited.returncode == 0, edited.stderr
+    before = np.asarray(Image.open(source))
+    for i in range(2):
+        after = np.asarray(Image.open(tmp_path / f"edit-{i}.png"))
+        assert np.array_equal(after[:20], before[:20])  # far from the mask: the original pixels
+
+
+@pytest.mark.parametrize("make, args, message", [
+    (lambda p: Image.new("L", (64, 64), 0).save(p / "m.png"), ["--mask", "{p}/m.png"], "the mask marks nothing to edit"),
+    (lambda p: Image.new("L", (32, 32), 255).save(p / "m.png"), ["--mask", "{p}/m.png"], "the mask is 32x32 pixels"),
+    (lambda p: None, ["--box", "0,0,99,10"], "is not inside the 64x64 image"),
+    (lambda p: None, ["--box", "1,2,x"], "must be four whole numbers"),
+    (lambda p: (p / "m.png").write_bytes(b"not a png"), ["--mask", "{p}/m.png"], "not an image Pillow can read"),
+    (lambda p: None, ["--box", "0,0,8,8", "--threshold", "2"], "threshold must be in [0, 1)"),
+])
+def test_bad_edits_are_one_line_and_write_nothing(tmp_path, make, args, message):
+    Image.new("RGB", (64, 64), (0, 0, 255)).save(tmp_path / "in.png")
+    make(tmp_path)
+    result = run_hart("edit", str(tmp_path / "in.png"), *[a.format(p=tmp_path) for a in args], "a red circle",
+                      "-o", str(tmp_path / "out.png"))
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode == 2 and len(lines) == 1 and message in lines[0], result.stderr
+    assert not (tmp_path / "out.png").exists()

@@ -1,0 +1,154 @@
+"""`hart generate` and `hart edit`: everything checked first, then images made a batch at a time.
+
+Prompts, sampling settings, the image and mask of an edit, and the output paths are checked before the
+model loads (seconds, instead of after it); the images are then made `--batch-size` at a time and
+written as they come, so memory does not grow with `-n`.
+"""
+
+import argparse
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from hart.errors import HartError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
+FORMATS = {".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}  # anything else: PNG
+
+
+def output_paths(output: str, count: int) -> list[Path]:
+    """The files to write, checked before any work: a folder or an unwritable place is refused now."""
+    from hart.atomic import check_writable
+
+    path = Path(output)
+    if path.suffix.lower() not in IMAGE_SUFFIXES:
+        raise HartError(f"output {output!r} must end in one of {', '.join(IMAGE_SUFFIXES)}")
+    paths = [path] if count == 1 else [path.with_name(f"{path.stem}-{i}{path.suffix}") for i in range(count)]
+    for candidate in (paths[0], paths[-1]):
+        check_writable(candidate)
+    return paths
+
+
+def _runtime_config(args: argparse.Namespace):
+    """The model config, read without loading weights (a preset, a model folder or an export's manifest)."""
+    if args.backend == "torch":
+        from hart.checkpoints import load_config
+
+        return load_config(args.model)
+    if args.backend == "onnx":
+        import onnxruntime  # noqa: F401  a missing extra is said before anything about the folder
+    from hart.runtime.manifest import read_manifest
+
+    return read_manifest(args.model, verify=False).config
+
+
+def _prepare(args: argparse.Namespace, prompts: list[str]) -> tuple[list[tuple[str, int]], list[Path], dict, object]:
+    """-> (prompt, seed) per image, their output paths, the sampling arguments and the model config."""
+    from hart.portable.rng import resolve_seeds
+    from hart.portable.spec import SamplingSettings
+    from hart.portable.words import WordTokenizer, check_prompts
+
+    if args.num_images < 1 or args.batch_size < 1:
+        raise HartError(f"--num-images and --batch-size must be at least 1 (got {args.num_images}, {args.batch_size})")
+    prompts = check_prompts(prompts)
+    jobs = [(prompt, args.seed + i) for prompt in prompts for i in range(args.num_images)]
+    resolve_seeds([seed for _, seed in jobs], len(jobs))
+    paths = output_paths(args.output, len(jobs))
+    if args.gumbel and args.backend != "torch":
+        raise HartError(f"--gumbel is not supported by the {args.backend} runtime")
+    config = _runtime_config(args)
+    if config.text.kind == "words":
+        WordTokenizer(config.text.vocab, config.text.max_tokens)(prompts)
+    sampling = dict(cfg=args.cfg, top_k=args.top_k, top_p=args.top_p, temperature=args.temperature,
+                    residual_guidance=args.residual_guidance)
+    SamplingSettings.resolve(config.sampling, config.num_scales, **sampling)
+    sampling["residual"] = not args.no_residual
+    if args.gumbel:
+        sampling["gumbel"] = True
+    return jobs, paths, sampling, config
+
+
+def _open(args: argparse.Namespace):
+    """-> the pipeline's loop and a description of where it runs (torch is never imported for onnx/coreml)."""
+    if args.backend == "onnx":
+        from hart.runtime.onnx_pipeline import OnnxPipeline
+
+        return OnnxPipeline(args.model), "onnx"
+    if args.backend == "coreml":
+        from hart.runtime.coreml_pipeline import CoreMLPipeline
+
+        return CoreMLPipeline(args.model), "coreml"
+    from hart.pipeline import HARTPipeline
+
+    pipe = HARTPipeline.from_pretrained(args.model, args.device, args.dtype, args.text_encoder)
+    return pipe.loop, f"{pipe.device}, {args.dtype}"
+
+
+def _write_batches(make: Callable[[list[str], list[int], bool], object], jobs: list[tuple[str, int]],
+                   paths: list[Path], batch_size: int) -> float:
+    """Run `make(prompts, seeds, show_progress)` per batch and write its images; -> generation seconds."""
+    from hart.atomic import atomic_file
+
+    batches = [range(i, min(i + batch_size, len(jobs))) for i in range(0, len(jobs), batch_size)]
+    bar = None
+    if len(batches) > 1:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(jobs), desc="hart", unit="image", leave=False)
+    seconds = 0.0
+    try:
+        for batch in batches:
+            result = make([jobs[i][0] for i in batch], [jobs[i][1] for i in batch], bar is None)
+            seconds += sum(result.timings.values())
+            for image, i in zip(result.pil_images(), batch):
+                with atomic_file(paths[i]) as tmp:
+                    image.save(tmp, format=FORMATS.get(paths[i].suffix.lower(), "PNG"))
+                (bar.write if bar is not None else print)(f"wrote {paths[i]} ({image.width}x{image.height}, seed "
+                                                          f"{jobs[i][1]}): {jobs[i][0]}")
+            if bar is not None:
+                bar.update(len(batch))
+    finally:
+        if bar is not None:
+            bar.close()
+    return seconds
+
+
+def generate(args: argparse.Namespace) -> None:
+    jobs, paths, sampling, _ = _prepare(args, args.prompts)
+    started = time.perf_counter()
+    loop, where = _open(args)
+    seconds = _write_batches(lambda prompts, seeds, bar: loop.generate(prompts, seed=seeds, show_progress=bar,
+                                                                       **sampling), jobs, paths, args.batch_size)
+    print(f"{len(paths)} image(s) in {time.perf_counter() - started:.2f} s "
+          f"(generation {seconds:.2f} s on {where}, {args.batch_size} at a time)")
+
+
+def edit(args: argparse.Namespace) -> None:
+    """One prompt (the words after IMAGE) redraws the mask's white region; -n gives seeds seed, seed + 1, ..."""
+    import numpy as np
+
+    from hart.images import fit_box, fit_image, fit_mask, parse_box, read_image
+
+    box = parse_box(args.box) if args.box else None
+    jobs, paths, sampling, config = _prepare(args, [" ".join(args.prompt)])
+    image = read_image(args.image)
+    size = config.image_size
+    region = fit_box(box, image.size, size) if box else fit_mask(read_image(args.mask, "mask"), image.size, size)
+    if not region.any():
+        raise HartError("the mask marks nothing to edit (no white pixels after the 0.5 threshold and the fit to the "
+                        f"{size}x{size} canvas); paint the region to redraw in white")
+    from hart.portable.edit import edited_tokens
+
+    edited_tokens(region, config.patch_nums, args.threshold)  # a bad threshold is refused before the model loads
+    pixels = fit_image(image, size)
+    started = time.perf_counter()
+    loop, where = _open(args)
+
+    def make(prompts: list[str], seeds: list[int], bar: bool):
+        return loop.edit(np.stack([pixels] * len(seeds)), np.stack([region] * len(seeds)), prompts, seed=seeds,
+                         threshold=args.threshold, fill=not args.no_fill, paste=not args.no_paste,
+                         show_progress=bar, **sampling)
+
+    seconds = _write_batches(make, jobs, paths, args.batch_size)
+    print(f"{len(paths)} edit(s) of {args.image} ({int(region.sum())} of {size * size} canvas pixels redrawn) in "
+          f"{time.perf_counter() - started:.2f} s (generation {seconds:.2f} s on {where})")

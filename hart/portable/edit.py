@@ -1,0 +1,117 @@
+"""Editing a region of an image with a next-scale model, without retraining (numpy only; every runtime uses it).
+
+VAR's zero-shot in/outpainting, written once for every backend:
+
+    mask       white-on-black, the image's size, thresholded at 0.5: True = edit (resample), False = keep
+    fill       the region to edit is filled with the mean colour of a band of kept pixels around it before
+               encoding, so the kept tokens near the border carry less of the erased content (NUWA-LIP's
+               point: the erased region must not leak into the kept one)
+    tokens     at every scale the pixel mask is area-downsampled to the n x n grid (the exact fraction of each
+               token's cell that is masked); a token is edited when that fraction exceeds `threshold`, kept
+               otherwise. Kept tokens take the encoder's ids (and at the last scale its residual); edited ones
+               are sampled (and get the residual head's)
+    paste      the original pixels are put back outside the mask, blended over a feathered edge
+
+A mask covering everything edits every token: the loop then samples exactly what plain generation
+samples. An empty mask keeps every token: the result is the tokenizer's reconstruction, and after paste
+the input itself.
+"""
+
+import numpy as np
+
+from hart.errors import ConfigError
+
+FILL_BAND = 1 / 16  # width of the band of kept pixels whose mean fills the masked region, as a share of the side
+FEATHER = 1 / 32  # width of the paste-back blend, as a share of the side
+
+
+def binary_mask(mask: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """A mask image [H, W] (or [H, W, C]) of values in [0, 1] or 0..255 -> [H, W] bool: True = edit.
+
+    Thresholded at 0.5 of its range, so a white-on-black PNG marks the region to edit."""
+    mask = np.asarray(mask)
+    if mask.ndim == 3:
+        mask = mask.mean(axis=2)
+    if mask.ndim != 2:
+        raise ConfigError(f"a mask must be an image [H, W] (got shape {list(mask.shape)})")
+    if mask.shape != tuple(shape):
+        raise ConfigError(f"the mask is {mask.shape[1]}x{mask.shape[0]} pixels, the image {shape[1]}x{shape[0]}; "
+                          "they must be the same size")
+    scale = 255.0 if mask.dtype == np.uint8 else 1.0
+    return mask.astype(np.float32) / np.float32(scale) >= 0.5
+
+
+def box_mask(box: tuple[int, int, int, int], shape: tuple[int, int]) -> np.ndarray:
+    """Pixels x0 <= x < x1, y0 <= y < y1 of an image of `shape` (H, W) -> [H, W] bool."""
+    x0, y0, x1, y1 = box
+    height, width = shape
+    if not (0 <= x0 < x1 <= width and 0 <= y0 < y1 <= height):
+        raise ConfigError(f"box {x0},{y0},{x1},{y1} is not inside the {width}x{height} image (expected "
+                          f"0 <= X0 < X1 <= {width} and 0 <= Y0 < Y1 <= {height})")
+    mask = np.zeros(shape, dtype=bool)
+    mask[y0:y1, x0:x1] = True
+    return mask
+
+
+def _area_matrix(size: int, n: int) -> np.ndarray:
+    """[n, size]: row i holds the share of each pixel inside cell i (cells of size/n pixels; exact overlaps)."""
+    edges = np.arange(n + 1) * size / n
+    pixels = np.arange(size)
+    overlap = np.clip(np.minimum(edges[1:, None], pixels[None] + 1) - np.maximum(edges[:-1, None], pixels[None]), 0,
+                      None)
+    return overlap / (size / n)
+
+
+def masked_fraction(mask: np.ndarray, n: int) -> np.ndarray:
+    """[H, W] bool -> [n * n] float64 row-major: the share of each token cell that is masked."""
+    rows, cols = _area_matrix(mask.shape[0], n), _area_matrix(mask.shape[1], n)
+    return (rows @ mask.astype(np.float64) @ cols.T).reshape(-1)
+
+
+def edited_tokens(mask: np.ndarray, patch_nums: tuple[int, ...], threshold: float) -> list[np.ndarray]:
+    """Per scale [n * n] bool: True where the token is resampled (masked share > threshold)."""
+    if not 0 <= threshold < 1:
+        raise ConfigError(f"the token threshold must be in [0, 1) (got {threshold})")
+    return [masked_fraction(mask, n) > threshold for n in patch_nums]
+
+
+def _dilate(mask: np.ndarray, steps: int) -> np.ndarray:
+    """Binary dilation by a 3 x 3 square, `steps` times (a band `steps` pixels wide)."""
+    grown = mask.copy()
+    for _ in range(steps):
+        padded = np.pad(grown, 1)
+        grown = np.max([padded[dy:dy + mask.shape[0], dx:dx + mask.shape[1]] for dy in range(3) for dx in range(3)],
+                       axis=0)
+    return grown
+
+
+def fill_masked(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """image [H, W, 3] float32 in [0, 1] -> the same with the masked pixels set to the mean colour of the kept
+    pixels in a band around them (the whole kept image when the band is empty; grey when nothing is kept)."""
+    band = _dilate(mask, max(1, round(FILL_BAND * max(mask.shape)))) & ~mask
+    source = band if band.any() else ~mask
+    colour = image[source].mean(axis=0) if source.any() else np.full(3, 0.5, dtype=np.float32)
+    filled = image.copy()
+    filled[mask] = colour
+    return filled
+
+
+def paste_weights(mask: np.ndarray, feather: bool = True) -> np.ndarray:
+    """[H, W] float32: 1 where the edit shows, 0 where the original pixels are pasted back. With `feather`,
+    the weight ramps from 1 inside the mask to 0 over a band outside it (FEATHER of the side)."""
+    weight = mask.astype(np.float32)
+    if not feather:
+        return weight
+    steps = max(1, round(FEATHER * max(mask.shape)))
+    grown = mask.copy()
+    for step in range(1, steps + 1):
+        ring = _dilate(grown, 1) & ~grown
+        weight[ring] = np.float32(1 - step / (steps + 1))
+        grown |= ring
+    return weight
+
+
+def paste(edited: np.ndarray, original: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Blend [H, W, 3] float images: weights [H, W] of the edit, 1 - weights of the original."""
+    w = weights[..., None]
+    return edited * w + original * (1 - w)
