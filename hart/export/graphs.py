@@ -9,8 +9,8 @@ import torch
 import torch.nn as nn
 
 from hart.components import HARTModel
-from hart.export.wrappers import (ConditionGraph, DecoderGraph, FinalUpdateGraph, ResidualGraph, StepGraph,
-                                  TextEncoderGraph, UpdateGraph)
+from hart.export.wrappers import (ConditionGraph, DecoderGraph, EncoderGraph, FinalUpdateGraph, ResidualGraph,
+                                  StepGraph, TextEncoderGraph, UpdateGraph)
 from hart.sampling import ResidualSampler
 
 Dim = torch.export.Dim
@@ -85,4 +85,9 @@ def graph_specs(model: HARTModel, batch: int = 2) -> list[GraphSpec]:
     specs.append(GraphSpec(
         "decoder", DecoderGraph(model.tokenizer), (f_hat,), ["f_hat"], ["image"], {"f_hat": {0: b_dim}},
         "post-quant conv + VQGAN decoder -> image in [0, 1]"))
+    specs.append(GraphSpec(
+        "encoder", EncoderGraph(model.tokenizer), (torch.rand(batch, 3, config.image_size, config.image_size),),
+        ["image"], ["ids", "residual"], {"image": {0: b_dim}},
+        "VQGAN encoder + multi-scale quantizer: image in [0, 1] -> ids of every scale, continuous residual "
+        "(editing keeps them outside the mask)"))
     return specs

@@ -206,6 +206,16 @@ def _component_errors(recorder: _Recorder, runtime: OnnxPipeline, specs: list[Gr
     return errors
 
 
+def _encoder_agreement(model: HARTModel, runtime: OnnxPipeline, images: np.ndarray) -> float:
+    """Share of the encoder graph's ids (every scale) equal to PyTorch's on `images` [B, 3, H, W]: the ids an
+    edit keeps. Recorded, not enforced: quantized weights move latents across nearest-code ties."""
+    images = np.ascontiguousarray(images, dtype=np.float32)
+    with torch.no_grad():
+        want = model.tokenizer.encode(torch.from_numpy(images)).ids
+    got, _ = runtime.backend.encode_image(images)
+    return sum(int((w.numpy() == g).sum()) for w, g in zip(want, got)) / sum(w.numel() for w in want)
+
+
 def misses(precision: str, parity: dict) -> list[str]:
     """Every threshold of `precision` that `parity` misses, as 'what: got < wanted' phrases."""
     wanted, missed = THRESHOLDS[precision], []
@@ -243,6 +253,8 @@ def measure_parity(model: HARTModel, folder: Path, specs: list[GraphSpec], promp
     result = {"reference": "PyTorch fp32 eager on CPU, same prompts and seeds", "seeds": seeds,
               **_agreement(reference, got, forced),
               "component_relative_error": _component_errors(recorder, runtime, specs)}
+    if runtime.backend.can_run("encoder"):
+        result["encoder_token_agreement"] = _encoder_agreement(model, runtime, reference.images[:8])
     if precision == "int8" and not any(folder.glob("*/*.onnx")):  # not with a Qwen2 graph beside the model's
         rounded = rounded_weights_model(model, folder)
         rounded_reference = reference_run(rounded, prompts, seeds)

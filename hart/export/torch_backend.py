@@ -27,6 +27,9 @@ class TorchWrapperBackend(GraphBackend):
         self.keep = keep  # how many calls per graph to record
         self.calls: dict[str, list[dict[str, np.ndarray]]] = defaultdict(list)
 
+    def can_run(self, name: str) -> bool:
+        return name in self.graphs
+
     @torch.no_grad()
     def run(self, name: str, **feeds: np.ndarray) -> list[np.ndarray]:
         if len(self.calls[name]) < self.keep:

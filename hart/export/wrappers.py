@@ -11,6 +11,8 @@ Graphs of one export (B prompts, R = 2B guided rows, T text tokens, L new tokens
     residual      hidden [R, N*N, C], ids [B, N*N], noise [S, B*N*N, C_vae], guidance []
                                                                   -> residual [B, N*N, C_vae]      (S steps unrolled)
     decoder       f_hat [B, C_vae, N, N]                          -> image [B, 3, H, W] in [0, 1]
+    encoder       image [B, 3, H, W] in [0, 1]                    -> ids [B, sum n*n] (scales in order),
+                                                                    residual [B, N*N, C_vae]   (for editing)
 """
 
 import copy
@@ -136,3 +138,16 @@ class DecoderGraph(nn.Module):
 
     def forward(self, f_hat: torch.Tensor) -> torch.Tensor:
         return self.tokenizer.decode_latent(f_hat)
+
+
+class EncoderGraph(nn.Module):
+    """The tokenizer's encoder and multi-scale quantizer (editing keeps these ids outside the mask)."""
+
+    def __init__(self, tokenizer: HybridTokenizer):
+        super().__init__()
+        self.tokenizer = holding(tokenizer, "encoder", "quant_conv", "quantizer")
+
+    def forward(self, image: torch.Tensor):
+        tokens = self.tokenizer.encode(image)
+        return torch.cat(tokens.ids, dim=1), tokens.residual
+

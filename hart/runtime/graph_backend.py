@@ -120,9 +120,17 @@ class GraphBackend:
     def decode(self, f_hat: np.ndarray) -> np.ndarray:
         return self.run("decoder", f_hat=f_hat)[0]
 
+    def can_run(self, name: str) -> bool:
+        """Whether this export holds graph `name` (older exports have no encoder)."""
+        return False
+
     def encode_image(self, images: np.ndarray) -> tuple[list[np.ndarray], np.ndarray]:
-        raise DependencyError("editing needs the tokenizer's encoder, which exports do not include yet; edit with "
-                              "the PyTorch backend (--backend torch)")
+        if not self.can_run("encoder"):
+            raise DependencyError("this export has no encoder graph, which editing needs; re-export it with this "
+                                  "version of hart (hart export onnx)")
+        ids, residual = self.run("encoder", image=np.ascontiguousarray(images, dtype=np.float32))
+        ends = np.cumsum([n * n for n in self.config.patch_nums])
+        return np.split(ids.astype(np.int64), ends[:-1], axis=1), residual
 
     @staticmethod
     def host(array: np.ndarray) -> np.ndarray:

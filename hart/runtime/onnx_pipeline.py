@@ -43,6 +43,9 @@ class OnnxBackend(GraphBackend):
             self.sessions[name] = session
         self.on_run: Callable[[str, dict], None] | None = None  # a hook that sees every graph's inputs
 
+    def can_run(self, name: str) -> bool:
+        return name in self.sessions
+
     def run(self, name: str, **feeds: np.ndarray) -> list[np.ndarray]:
         if self.on_run is not None:
             self.on_run(name, feeds)

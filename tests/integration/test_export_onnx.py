@@ -106,7 +106,7 @@ def test_a_precision_that_misses_its_thresholds_writes_nothing_and_says_what(exp
 def test_manifest_describes_every_graph(export):
     manifest = read_manifest(export / "int8")
     graphs = manifest.graphs
-    assert set(graphs) == {"text_encoder", "condition", "step", "update_final", "residual", "decoder"} | {
+    assert set(graphs) == {"text_encoder", "condition", "step", "update_final", "residual", "decoder", "encoder"} | {
         f"update_{si}" for si in range(len(manifest.schedule.patch_nums) - 1)}
     step = graphs["step"]
     assert [i["name"] for i in step.inputs] == ["x", "cond_blocks", "cond_head", "cos", "sin", "past_k", "past_v"]
@@ -149,6 +149,21 @@ def test_a_manifest_that_disagrees_with_its_graphs_is_one_sentence(export, tmp_p
     with pytest.raises(CheckpointError, match=message) as refused:
         OnnxPipeline(folder).generate(["a red circle"], seed=0)
     assert "\n" not in str(refused.value)
+
+
+def test_onnx_fp32_edits_keep_and_sample_the_ids_torch_does(export):
+    """The encoder graph gives PyTorch's ids, so an fp32 export edits exactly like PyTorch."""
+    pipe = HARTPipeline.from_pretrained("tiny", "cpu")
+    picture = np.asarray(pipe.generate(["a red circle on a blue background"], seed=[3]).images).transpose(0, 2, 3, 1)
+    pictures, region = np.concatenate([picture] * 2), np.zeros((2, 64, 64), bool)
+    region[:, 20:50, 10:40] = True
+    want = pipe.loop.edit(pictures, region, ["a small green square"] * 2, seed=[4, 5])
+    got = OnnxPipeline(export / "fp32").edit(pictures, region, ["a small green square"] * 2, seed=[4, 5])
+    assert all(np.array_equal(w, g) for w, g in zip(want.image_ids, got.image_ids))
+    assert np.abs(want.images - got.images).max() < 1e-4
+    for precision in ("fp32", "int8"):
+        agreement = read_manifest(export / precision, verify=False).parity["encoder_token_agreement"]
+        assert agreement == 1.0 if precision == "fp32" else agreement > 0.8, (precision, agreement)
 
 
 def _flip_last_byte(path):
