@@ -202,7 +202,7 @@ def _demo(args: argparse.Namespace) -> None:
         server.server_close()
 
 
-COMMANDS = {"generate": generate, "edit": edit, "info": _info, "convert": _convert, "train": _train, "eval": _eval,
+COMMANDS = {"generate": generate, "edit": edit, "outpaint": edit, "info": _info, "convert": _convert, "train": _train, "eval": _eval,
             "export": _export, "bench": _bench, "demo": _demo}
 
 

@@ -124,23 +124,26 @@ def generate(args: argparse.Namespace) -> None:
 
 
 def edit(args: argparse.Namespace) -> None:
-    """One prompt (the words after IMAGE) redraws the mask's white region; -n gives seeds seed, seed + 1, ..."""
+    """`hart edit` and `hart outpaint`: one prompt (the words after IMAGE) redraws the mask's white region
+    (outpaint: the margins around the placed image); -n gives seeds seed, seed + 1, ..."""
     import numpy as np
 
-    from hart.images import fit_box, fit_image, fit_mask, parse_box, read_image
+    from hart.images import fit_box, fit_image, fit_mask, parse_box, place_on_canvas, read_image
+    from hart.portable.edit import edited_tokens
 
-    box = parse_box(args.box) if args.box else None
+    box = parse_box(args.box) if getattr(args, "box", None) else None
     jobs, paths, sampling, config = _prepare(args, [" ".join(args.prompt)])
     image = read_image(args.image)
     size = config.image_size
-    region = fit_box(box, image.size, size) if box else fit_mask(read_image(args.mask, "mask"), image.size, size)
+    if args.command == "outpaint":
+        pixels, region = place_on_canvas(image, size, args.left, args.right, args.top, args.bottom)
+    else:
+        region = fit_box(box, image.size, size) if box else fit_mask(read_image(args.mask, "mask"), image.size, size)
+        pixels = fit_image(image, size)
     if not region.any():
         raise HartError("the mask marks nothing to edit (no white pixels after the 0.5 threshold and the fit to the "
                         f"{size}x{size} canvas); paint the region to redraw in white")
-    from hart.portable.edit import edited_tokens
-
     edited_tokens(region, config.patch_nums, args.threshold)  # a bad threshold is refused before the model loads
-    pixels = fit_image(image, size)
     started = time.perf_counter()
     loop, where = _open(args)
 
@@ -150,5 +153,5 @@ def edit(args: argparse.Namespace) -> None:
                          show_progress=bar, **sampling)
 
     seconds = _write_batches(make, jobs, paths, args.batch_size)
-    print(f"{len(paths)} edit(s) of {args.image} ({int(region.sum())} of {size * size} canvas pixels redrawn) in "
-          f"{time.perf_counter() - started:.2f} s (generation {seconds:.2f} s on {where})")
+    print(f"{len(paths)} {args.command}(s) of {args.image} ({int(region.sum())} of {size * size} canvas pixels "
+          f"redrawn) in {time.perf_counter() - started:.2f} s (generation {seconds:.2f} s on {where})")

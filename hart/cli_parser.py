@@ -56,6 +56,18 @@ def _add_image_arguments(parser: argparse.ArgumentParser, default_output: str) -
                         help="torch (default); onnx or coreml (macOS): --model is then an export folder such as OUT/int8")
 
 
+def _add_edit_arguments(parser: argparse.ArgumentParser) -> None:
+    """IMAGE, PROMPT and the options `hart edit` and `hart outpaint` share."""
+    parser.add_argument("image", metavar="IMAGE", help="PNG, JPEG or WebP")
+    parser.add_argument("prompt", nargs="+", metavar="PROMPT", help="what to draw (the words form one prompt)")
+    parser.add_argument("--threshold", type=float, default=0.5,
+                        help="a token is redrawn when more than this share of its cell is masked (default 0.5)")
+    parser.add_argument("--no-fill", action="store_true",
+                        help="encode the image as it is (default: the region is first filled with the colour around it)")
+    parser.add_argument("--no-paste", action="store_true",
+                        help="keep the raw decode (default: the original pixels are pasted back outside the mask)")
+
+
 # stage, help, (steps, batch size, learning rate)
 TRAIN_STAGES = (
     ("tokenizer", "the hybrid tokenizer (reconstruction + VQ losses, alternating discrete/hybrid decoding)",
@@ -93,18 +105,18 @@ def build_parser() -> argparse.ArgumentParser:
     _add_image_arguments(gen, "hart.png")
 
     edit = commands.add_parser("edit", help="redraw a region of an image from a prompt (inpainting)")
-    edit.add_argument("image", metavar="IMAGE", help="PNG, JPEG or WebP; fitted to the canvas: centred square, Lanczos")
-    edit.add_argument("prompt", nargs="+", metavar="PROMPT", help="what goes in the region (the words form one prompt)")
+    _add_edit_arguments(edit)
     region = edit.add_mutually_exclusive_group(required=True)
     region.add_argument("--mask", metavar="MASK", help="white-on-black image of IMAGE's size; white (>= 0.5) = redraw")
     region.add_argument("--box", metavar="X0,Y0,X1,Y1", help="the region to redraw, in IMAGE's pixels")
-    edit.add_argument("--threshold", type=float, default=0.5,
-                      help="a token is redrawn when more than this share of its cell is masked (default 0.5)")
-    edit.add_argument("--no-fill", action="store_true",
-                      help="encode the image as it is (default: the region is first filled with the colour around it)")
-    edit.add_argument("--no-paste", action="store_true",
-                      help="keep the raw decode (default: the original pixels are pasted back outside the mask)")
     _add_image_arguments(edit, "hart-edit.png")
+
+    outpaint = commands.add_parser("outpaint", help="extend an image within the model's canvas from a prompt")
+    _add_edit_arguments(outpaint)
+    for side in ("left", "right", "top", "bottom"):
+        outpaint.add_argument(f"--{side}", type=int, default=0, metavar="PIXELS",
+                              help=f"canvas pixels to draw on the {side} (default 0); the image is resized to the rest")
+    _add_image_arguments(outpaint, "hart-outpaint.png")
 
     info = commands.add_parser("info", help="describe a preset or model folder and count its parameters")
     info.add_argument("model", nargs="?", default="tiny", help="preset name or model folder")

@@ -1,5 +1,7 @@
 """Reading the images and masks an edit starts from, and fitting them to the model's square canvas.
 
+Outpainting places the image, resized to the canvas less the margins, inside them (place_on_canvas).
+
 The rule for an image of another size: the largest centred square is cut out of it and resized to the
 canvas with Lanczos; a mask follows the same crop and is resized bilinearly before its 0.5 threshold, so
 it marks the same region. A box is given in the input image's own pixels.
@@ -57,6 +59,29 @@ def fit_mask(mask: Image.Image | np.ndarray, image_size: tuple[int, int], size: 
 def fit_box(box: tuple[int, int, int, int], image_size: tuple[int, int], size: int) -> np.ndarray:
     """A box X0,Y0,X1,Y1 in the input image's pixels -> [size, size] bool, as fit_mask."""
     return fit_mask(box_mask(box, (image_size[1], image_size[0])), image_size, size)
+
+
+def place_on_canvas(image: Image.Image, size: int, left: int, right: int, top: int,
+                    bottom: int) -> tuple[np.ndarray, np.ndarray]:
+    """Outpainting within the canvas: the image, resized with Lanczos to the canvas less the margins (canvas
+    pixels), is placed inside them; -> pixels [size, size, 3] and the mask [size, size] of the margins."""
+    margins = {"--left": left, "--right": right, "--top": top, "--bottom": bottom}
+    negative = [name for name, value in margins.items() if value < 0]
+    if negative:
+        raise ConfigError(f"{', '.join(negative)} must be 0 or more pixels")
+    width, height = size - left - right, size - top - bottom
+    if width < 1 or height < 1:
+        raise ConfigError(f"the margins leave no room for the image on the {size}x{size} canvas (left + right and "
+                          f"top + bottom must be below {size}); larger canvases are the any-size canvas feature, "
+                          "not outpainting within this model's canvas")
+    if not any(margins.values()):
+        raise ConfigError("outpainting needs at least one of --left, --right, --top, --bottom above 0")
+    pixels = np.zeros((size, size, 3), dtype=np.float32)
+    placed = image.convert("RGB").resize((width, height), Image.Resampling.LANCZOS)
+    pixels[top:top + height, left:left + width] = np.asarray(placed, dtype=np.float32) / np.float32(255)
+    mask = np.ones((size, size), dtype=bool)
+    mask[top:top + height, left:left + width] = False
+    return pixels, mask
 
 
 def parse_box(text: str) -> tuple[int, int, int, int]:

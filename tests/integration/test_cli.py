@@ -204,3 +204,20 @@ def test_bad_edits_are_one_line_and_write_nothing(tmp_path, make, args, message)
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert result.returncode == 2 and len(lines) == 1 and message in lines[0], result.stderr
     assert not (tmp_path / "out.png").exists()
+
+
+def test_outpaint_places_the_image_and_draws_the_margins(tmp_path):
+    import numpy as np
+
+    Image.new("RGB", (64, 64), (200, 30, 30)).save(tmp_path / "in.png")
+    result = run_hart("outpaint", str(tmp_path / "in.png"), "--left", "24", "--top", "8", "a", "red", "square",
+                      "-o", str(tmp_path / "out.png"), "--seed", "2")
+    assert result.returncode == 0, result.stderr
+    out = np.asarray(Image.open(tmp_path / "out.png")).astype(int)
+    # inside the placed image, away from the feathered edge: the input's pixels (resized, so within rounding)
+    assert np.abs(out[16:, 32:] - (200, 30, 30)).max() <= 2
+    for args, message in ((["--left", "40", "--right", "30"], "the margins leave no room"),
+                          ([], "needs at least one of --left"), (["--top", "-3"], "--top must be 0 or more")):
+        refused = run_hart("outpaint", str(tmp_path / "in.png"), *args, "a red square", "-o", str(tmp_path / "x.png"))
+        assert refused.returncode == 2 and message in refused.stderr, refused.stderr
+        assert not (tmp_path / "x.png").exists()
