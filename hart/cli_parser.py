@@ -60,8 +60,8 @@ def _add_edit_arguments(parser: argparse.ArgumentParser) -> None:
     """IMAGE, PROMPT and the options `hart edit` and `hart outpaint` share."""
     parser.add_argument("image", metavar="IMAGE", help="PNG, JPEG or WebP")
     parser.add_argument("prompt", nargs="+", metavar="PROMPT", help="what to draw (the words form one prompt)")
-    parser.add_argument("--threshold", type=float, default=0.5,
-                        help="a token is redrawn when more than this share of its cell is masked (default 0.5)")
+    parser.add_argument("--threshold", type=float, default=0.0,
+                        help="a token is redrawn when more than this share of its cell is masked (default 0: any part)")
     parser.add_argument("--no-fill", action="store_true",
                         help="encode the image as it is (default: the region is first filled with the colour around it)")
     parser.add_argument("--no-paste", action="store_true",

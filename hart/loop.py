@@ -223,12 +223,13 @@ class GenerationLoop:
         return self._merge(parts, seeds, clock.timings)
 
     def edit(self, images: np.ndarray, masks: np.ndarray, prompts: list[str], seed: int | Sequence[int] = 0,
-             threshold: float = 0.5, fill: bool = True, paste: bool = True, feather: bool = True,
+             threshold: float = 0.0, fill: bool = True, paste: bool = True, feather: bool = True,
              **kwargs) -> Generation:
         """Redraw the masked region of each image from its prompt and keep the rest (hart.portable.edit).
 
         images [B, S, S, 3] float32 in [0, 1] at the model's size S; masks [B, S, S] bool, True = edit.
-        threshold: a token is resampled when more than this share of its cell is masked. fill: encode
+        threshold: a token is resampled when more than this share of its cell is masked (0: any part; the
+        best of 0, 0.25, 0.5 on test scenes, see hart.portable.edit). fill: encode
         with the masked region filled by the surrounding colour. paste: put the original pixels back
         outside the mask (feathered). Other arguments are generate's; `images` of the result are numpy.
         """
