@@ -101,6 +101,9 @@ def _eval(args: argparse.Namespace) -> None:
 
     if args.num_prompts < 2 or args.batch_size < 1:
         raise HartError("--num-prompts must be at least 2 and --batch-size at least 1")
+    if args.task == "edit":
+        _eval_edits(args)
+        return
     settings = EvalSettings(num_prompts=args.num_prompts, seed=args.seed, batch_size=args.batch_size, cfg=args.cfg,
                             top_k=args.top_k, temperature=args.temperature,
                             residual_guidance=args.residual_guidance)
@@ -110,6 +113,25 @@ def _eval(args: argparse.Namespace) -> None:
                        show_progress=True)
     print(Path(args.out, "eval.md").read_text())
     print(f"wrote {args.out}/eval.json, eval.md, samples.png in {results['wall_seconds']:.0f} s")
+
+
+def _eval_edits(args: argparse.Namespace) -> None:
+    from hart.eval.edit_eval import EditEvalSettings, evaluate_edits, markdown
+
+    if args.backend == "onnx":
+        from hart.runtime.onnx_pipeline import OnnxPipeline
+
+        loop = OnnxPipeline(args.model)
+    else:
+        from hart.pipeline import HARTPipeline
+
+        loop = HARTPipeline.from_pretrained(args.model, args.device).loop
+    print(f"evaluating edits of {args.model} ({args.backend} backend) on {args.num_prompts} two-object scenes; "
+          f"writing edit.json, edit.md and edit_samples.png to {Path(args.out).resolve()}", flush=True)
+    settings = EditEvalSettings(num_scenes=args.num_prompts, seed=args.seed, batch_size=args.batch_size)
+    results = evaluate_edits(loop, args.out, settings, args.classifier, show_progress=True)
+    print(markdown(results))
+    print(f"wrote {args.out}/edit.json, edit.md, edit_samples.png in {results['wall_seconds']:.0f} s")
 
 
 def _export(args: argparse.Namespace) -> None:

@@ -79,7 +79,7 @@ def edited_tokens(mask: np.ndarray, patch_nums: tuple[int, ...], threshold: floa
     return [masked_fraction(mask, n) > threshold for n in patch_nums]
 
 
-def _dilate(mask: np.ndarray, steps: int) -> np.ndarray:
+def dilate(mask: np.ndarray, steps: int) -> np.ndarray:
     """Binary dilation by a 3 x 3 square, `steps` times (a band `steps` pixels wide)."""
     grown = mask.copy()
     for _ in range(steps):
@@ -92,7 +92,7 @@ def _dilate(mask: np.ndarray, steps: int) -> np.ndarray:
 def fill_masked(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """image [H, W, 3] float32 in [0, 1] -> the same with the masked pixels set to the mean colour of the kept
     pixels in a band around them (the whole kept image when the band is empty; grey when nothing is kept)."""
-    band = _dilate(mask, max(1, round(FILL_BAND * max(mask.shape)))) & ~mask
+    band = dilate(mask, max(1, round(FILL_BAND * max(mask.shape)))) & ~mask
     source = band if band.any() else ~mask
     colour = image[source].mean(axis=0) if source.any() else np.full(3, 0.5, dtype=np.float32)
     filled = image.copy()
@@ -109,7 +109,7 @@ def paste_weights(mask: np.ndarray, feather: bool = True) -> np.ndarray:
     steps = max(1, round(FEATHER * max(mask.shape)))
     grown = mask.copy()
     for step in range(1, steps + 1):
-        ring = _dilate(grown, 1) & ~grown
+        ring = dilate(grown, 1) & ~grown
         weight[ring] = np.float32(1 - step / (steps + 1))
         grown |= ring
     return weight

@@ -126,3 +126,15 @@ def test_the_pipeline_fits_other_sizes_by_the_stated_rule(pipe):
     assert fitted[:, :32].all() and not fitted[:, 32:].any()
     images = pipe.edit(image, mask, "a small green square", seed=4, num_images=2)
     assert [im.size for im in images] == [(64, 64)] * 2
+
+
+def test_the_edit_evaluation_writes_its_report(pipe, tmp_path):
+    from hart.eval.edit_eval import EditEvalSettings, evaluate_edits
+
+    results = evaluate_edits(pipe.loop, tmp_path, EditEvalSettings(num_scenes=3, batch_size=2))
+    assert {"edited_color", "edited_shape", "untouched_kept", "erased", "outside_psnr_db", "seam"} <= set(
+        results["metrics"])
+    assert all(0 <= results["metrics"][k] <= 1 for k in ("edited_color", "untouched_kept", "erased"))
+    assert "| untouched object judged as before |" in (tmp_path / "edit.md").read_text()
+    with Image.open(tmp_path / "edit_samples.png") as grid:
+        assert grid.size == (5 * 64, 12 + 3 * 64)
