@@ -94,7 +94,9 @@ def fill_masked(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
     pixels in a band around them (the whole kept image when the band is empty; grey when nothing is kept)."""
     band = dilate(mask, max(1, round(FILL_BAND * max(mask.shape)))) & ~mask
     source = band if band.any() else ~mask
-    colour = image[source].mean(axis=0) if source.any() else np.full(3, 0.5, dtype=np.float32)
+    # the mean in float64, rounded to float32 once: what a port computes with a plain sum
+    colour = image[source].astype(np.float64).mean(axis=0).astype(np.float32) if source.any() else \
+        np.full(3, 0.5, dtype=np.float32)
     filled = image.copy()
     filled[mask] = colour
     return filled

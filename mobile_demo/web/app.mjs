@@ -4,20 +4,23 @@
 // preview only then). window.hart records what happened, for the end-to-end test:
 //   ready {ms, ...the worker's ready message}, paints [{run, kind: "preview"|"final", scale, t}],
 //   progress [{run, value, max, t}], runs [{run, ms, ids, ...}]   (t and ms from performance.now(), in ms;
-//   run counts the Generate clicks from 1; ids: the sampled token ids, one array per scale)
+//   run counts the Generate and Edit clicks from 1; kind "generate" | "edit"; ids: the sampled token ids,
+//   imageIds: the ids the image was made from, one array per scale). Dragging on the result draws the box an
+//   edit redraws (window.hartSetBox(x0, y0, x1, y1) sets it in image pixels, for tests).
 const $ = (id) => document.getElementById(id);
 const query = new URLSearchParams(location.search);
 const record = { isolated: self.crossOriginIsolated, ready: null, paints: [], progress: [], runs: [] };
 window.hart = record;
 
 const worker = new Worker(new URL("./worker.mjs", import.meta.url), { type: "module" });
-let info = null, current = null, pending = null, frame = 0, runs = 0;
+let info = null, current = null, pending = null, frame = 0, runs = 0, box = null, hasResult = false;
 
 function fail(message) {
   $("status").textContent = message;
   document.body.dataset.state = "error";
   $("generate").disabled = !info;
   current = null;
+  updateEdit();
 }
 
 function setProgress(value) {
@@ -37,8 +40,9 @@ function paint() {
   record.paints.push({ run: image.id, kind: image.type, scale: image.scale, t: performance.now() });
   if (image.type === "preview") { worker.postMessage({ type: "painted" }); return; }
   const ms = performance.now() - current.started;
-  record.runs.push({ run: current.id, ms, worker: image.ms, timings: image.timings, graphs: image.graphs,
-    previews: image.previews, ids: image.ids });
+  record.runs.push({ run: current.id, kind: current.kind, ms, worker: image.ms, timings: image.timings,
+    graphs: image.graphs, previews: image.previews, ids: image.ids, imageIds: image.imageIds });
+  hasResult = true;
   setProgress(info.scales.length + 1);
   current = null;
   $("status").textContent = `Done in ${(ms / 1000).toFixed(2)} s.`;
@@ -46,8 +50,43 @@ function paint() {
   $("details").textContent = Object.entries(shown).map(([k, v]) => `${k} ${v.toFixed(0)} ms`).join(" · ")
     + ` (${image.previews.decoded} preview${image.previews.decoded === 1 ? "" : "s"})`;
   $("generate").disabled = false;
+  updateEdit();
   document.body.dataset.state = "done";
 }
+
+function updateEdit() { $("edit").disabled = !(info && hasResult && box && !current); }
+
+// The box to edit, in image pixels [x0, y0, x1, y1), drawn over the result canvas.
+function setBox(next) {
+  const canvas = $("result"), outline = $("box");
+  box = next && next[2] > next[0] && next[3] > next[1] ? next : null;
+  outline.hidden = !box;
+  if (box) {
+    const scale = canvas.clientWidth / canvas.width;
+    Object.assign(outline.style, { left: `${canvas.offsetLeft + box[0] * scale}px`, top: `${canvas.offsetTop + box[1] * scale}px`,
+      width: `${(box[2] - box[0]) * scale}px`, height: `${(box[3] - box[1]) * scale}px` });
+  }
+  updateEdit();
+}
+window.hartSetBox = (x0, y0, x1, y1) => setBox([x0, y0, x1, y1]);
+
+let dragFrom = null;
+const pixelAt = (event) => {
+  const canvas = $("result"), scale = canvas.width / canvas.clientWidth;
+  return [Math.min(canvas.width, Math.max(0, Math.round(event.offsetX * scale))),
+    Math.min(canvas.height, Math.max(0, Math.round(event.offsetY * scale)))];
+};
+const dragTo = (event) => {
+  const [x, y] = pixelAt(event);
+  setBox([Math.min(dragFrom[0], x), Math.min(dragFrom[1], y), Math.max(dragFrom[0], x), Math.max(dragFrom[1], y)]);
+};
+$("result").addEventListener("pointerdown", (event) => {
+  if (!hasResult) return;
+  dragFrom = pixelAt(event);
+  $("result").setPointerCapture(event.pointerId);
+});
+$("result").addEventListener("pointermove", (event) => { if (dragFrom) dragTo(event); });
+$("result").addEventListener("pointerup", (event) => { if (dragFrom) { dragTo(event); dragFrom = null; } });
 
 function show(image) {
   if (pending?.type === "final") return; // never replace the result with a late preview
@@ -87,14 +126,17 @@ worker.postMessage({
   optimize: query.get("optimize") || null,
 });
 
-$("form").addEventListener("submit", (event) => {
-  event.preventDefault();
+function start(kind) {
   if (current || !info) return;
-  current = { id: ++runs, started: performance.now() };
+  current = { id: ++runs, kind, started: performance.now() };
   $("generate").disabled = true;
+  updateEdit();
   document.body.dataset.state = "running";
   setProgress(0);
-  $("status").textContent = "Encoding the prompt…";
-  worker.postMessage({ type: "generate", id: current.id, prompt: $("prompt").value, seed: Number($("seed").value),
-    options: { cfg: Number($("cfg").value) } });
-});
+  $("status").textContent = kind === "edit" ? "Encoding the image and the prompt…" : "Encoding the prompt…";
+  worker.postMessage({ type: kind, id: current.id, prompt: $("prompt").value, seed: Number($("seed").value),
+    options: { cfg: Number($("cfg").value) }, box });
+}
+
+$("form").addEventListener("submit", (event) => { event.preventDefault(); start("generate"); });
+$("edit").addEventListener("click", () => start("edit"));

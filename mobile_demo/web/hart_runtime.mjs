@@ -199,7 +199,7 @@ export async function generate(ort, manifest, sessions, prompt, seed, options = 
   let pastK = new T("float32", new Float32Array(0), [depth, 2, heads, 0, headDim]);
   let pastV = pastK;
   let fHat = new T("float32", new Float32Array(latent * size * size), [1, latent, size, size]);
-  const sampled = [];
+  const sampled = [], used = [], forced = options.forced ?? null;
   let hidden = null, scaleIds = null;
   for (let si = 0; si < scales.length; si++) {
     started = performance.now();
@@ -234,6 +234,11 @@ export async function generate(ort, manifest, sessions, prompt, seed, options = 
       scaleIds[k] = BigInt(sampleRow(row, uniforms[k], settings.topK[si], settings.topP, settings.temperature));
     }
     sampled.push(scaleIds);
+    if (forced) { // an edit keeps the encoder's ids outside the region (hart/portable/edit.py)
+      scaleIds = scaleIds.slice();
+      for (let k = 0; k < count; k++) if (forced.keep[si][k]) scaleIds[k] = forced.ids[si][k];
+    }
+    used.push(scaleIds);
     if (si < last) {
       const next = await run(`update_${si}`, { f_hat: fHat, ids: new T("int64", scaleIds, [1, count]) });
       fHat = next.f_hat_out; x = next.next_x;
@@ -253,11 +258,113 @@ export async function generate(ort, manifest, sessions, prompt, seed, options = 
       guidance: new T("float32", new Float32Array([guidance]), []),
     })).residual;
   }
+  if (forced && settings.residual) { // kept last-scale tokens keep the encoder's residual
+    const mixed = new Float32Array(residual.data);
+    for (let k = 0; k < count; k++) {
+      if (forced.keep[last][k]) mixed.set(forced.residual.subarray(k * latent, (k + 1) * latent), k * latent);
+    }
+    residual = new T("float32", mixed, [1, count, latent]);
+  }
   const final = await run("update_final", { f_hat: fHat, ids: new T("int64", scaleIds, [1, count]), residual });
   timings[settings.residual ? "residual" : "codes"] = performance.now() - started;
   started = performance.now();
   const image = (await run("decoder", { f_hat: final.f_hat_out })).image;
   timings.decode = performance.now() - started;
   if (onScale) await onScale(last, final.f_hat_out);
-  return { image, ids: sampled, residual: settings.residual ? residual : null, timings };
+  return { image, ids: sampled, imageIds: used, residual: settings.residual ? residual : null, timings };
+}
+
+// ---------------------------------------------------------------------------------------------- editing
+// hart/portable/edit.py, step for step: fill, encode, per-scale token masks, forced generation, paste.
+const FILL_BAND = 1 / 16, FEATHER = 1 / 32;
+
+function dilate(mask, size, steps) {
+  let grown = mask;
+  for (let step = 0; step < steps; step++) {
+    const next = new Uint8Array(size * size);
+    for (let y = 0; y < size; y++) for (let x = 0; x < size; x++) {
+      let on = 0;
+      for (let dy = -1; dy <= 1 && !on; dy++) for (let dx = -1; dx <= 1 && !on; dx++) {
+        const yy = y + dy, xx = x + dx;
+        if (yy >= 0 && yy < size && xx >= 0 && xx < size && grown[yy * size + xx]) on = 1;
+      }
+      next[y * size + x] = on;
+    }
+    grown = next;
+  }
+  return grown;
+}
+
+function areaMatrix(size, n) { // [n][size]: the share of each pixel inside cell i (exact overlaps)
+  return Array.from({ length: n }, (_, i) => Array.from({ length: size }, (_, p) => {
+    const lo = (i * size) / n, hi = ((i + 1) * size) / n;
+    return Math.max(0, Math.min(hi, p + 1) - Math.max(lo, p)) / (size / n);
+  }));
+}
+
+export function editedTokens(mask, size, scales, threshold) { // per scale Uint8Array [n*n], 1 = redraw
+  return scales.map((n) => {
+    const a = areaMatrix(size, n), out = new Uint8Array(n * n);
+    for (let i = 0; i < n; i++) for (let j = 0; j < n; j++) {
+      let share = 0;
+      for (let y = 0; y < size; y++) {
+        if (!a[i][y]) continue;
+        let row = 0;
+        for (let x = 0; x < size; x++) if (mask[y * size + x]) row += a[j][x];
+        share += a[i][y] * row;
+      }
+      out[i * n + j] = share > threshold ? 1 : 0;
+    }
+    return out;
+  });
+}
+
+export function fillMasked(rgb, mask, size) { // rgb Float32Array [S*S*3] (HWC): the region set to the band's mean
+  const ring = dilate(mask, size, Math.max(1, Math.round(FILL_BAND * size)));
+  let source = Array.from(mask, (m, i) => (ring[i] && !m ? 1 : 0));
+  if (!source.some(Boolean)) source = Array.from(mask, (m) => (m ? 0 : 1));
+  const sum = [0, 0, 0];
+  let count = 0;
+  source.forEach((on, i) => { if (on) { for (let c = 0; c < 3; c++) sum[c] += rgb[3 * i + c]; count++; } });
+  const colour = count ? sum.map((v) => Math.fround(v / count)) : [0.5, 0.5, 0.5];
+  const filled = rgb.slice();
+  mask.forEach((m, i) => { if (m) filled.set(colour, 3 * i); });
+  return filled;
+}
+
+export function pasteWeights(mask, size, feather = true) { // Float32Array [S*S]: 1 = the edit shows
+  const weight = Float32Array.from(mask);
+  if (!feather) return weight;
+  const steps = Math.max(1, Math.round(FEATHER * size));
+  let grown = Uint8Array.from(mask);
+  for (let step = 1; step <= steps; step++) {
+    const next = dilate(grown, size, 1);
+    for (let i = 0; i < weight.length; i++) if (next[i] && !grown[i]) weight[i] = Math.fround(1 - step / (steps + 1));
+    grown = next;
+  }
+  return weight;
+}
+
+// rgb: the image to edit, Float32Array [S*S*3] in [0, 1] (HWC); mask: Uint8Array [S*S], 1 = redraw.
+export async function edit(ort, manifest, sessions, rgb, mask, prompt, seed, options = {}, onScale = null) {
+  if (!sessions.encoder) throw new Error("this export has no encoder graph, which editing needs; re-export it");
+  const scales = manifest.schedule.patch_nums, size = manifest.model.config.image_size;
+  const threshold = options.threshold ?? 0, fill = options.fill ?? true, paste = options.paste ?? true;
+  const filled = fill ? fillMasked(rgb, mask, size) : rgb;
+  const chw = new Float32Array(3 * size * size);
+  for (let i = 0; i < size * size; i++) for (let c = 0; c < 3; c++) chw[c * size * size + i] = filled[3 * i + c];
+  const encoded = await sessions.encoder.run({ image: new ort.Tensor("float32", chw, [1, 3, size, size]) });
+  const ids = [];
+  let start = 0;
+  for (const n of scales) { ids.push(encoded.ids.data.slice(start, start + n * n)); start += n * n; }
+  const keep = editedTokens(mask, size, scales, threshold).map((e) => e.map((v) => 1 - v));
+  const result = await generate(ort, manifest, sessions, prompt, seed,
+    { ...options, forced: { ids, keep, residual: encoded.residual.data } }, onScale);
+  if (!paste) return result;
+  const weights = pasteWeights(mask, size), out = new Float32Array(result.image.data);
+  for (let c = 0; c < 3; c++) for (let i = 0; i < size * size; i++) {
+    const w = weights[i], e = out[c * size * size + i], o = rgb[3 * i + c];
+    out[c * size * size + i] = Math.fround(Math.fround(e * w) + Math.fround(o * Math.fround(1 - w)));
+  }
+  return { ...result, image: new ort.Tensor("float32", out, result.image.dims) };
 }

@@ -2,12 +2,15 @@
 // the page's thread, so the page keeps painting. Messages:
 //   page -> worker  {type: "load", model, backend?, threads?, optimize?}
 //                   {type: "generate", id, prompt, seed, options}  (options: generate's, e.g. {cfg})
+//                   {type: "edit", id, prompt, seed, options, box: [x0, y0, x1, y1]}  (redraws the box of the
+//                   last result, in its pixels; options also threshold, fill, paste as hart_runtime.edit)
 //                   {type: "painted"}  (the page painted the last preview; the next one may be decoded)
 //   worker -> page  {type: "ready", ...}  {type: "progress", id, scale, scales}
 //                   {type: "preview" | "final", id, scale, width, height, pixels, ...}  {type: "error", message}
 // pixels are RGBA bytes (Uint8ClampedArray) whose buffer is transferred, not copied; the final message also
-// carries the sampled token ids of every scale (ids: one array of numbers per scale, row-major).
-import { generate } from "./hart_runtime.mjs";
+// carries the sampled token ids of every scale (ids: one array of numbers per scale, row-major) and the ids
+// the image was made from (imageIds: an edit's kept tokens are the encoder's).
+import { edit, generate } from "./hart_runtime.mjs";
 import { loadModel } from "./model_loader.mjs";
 import { toRGBA } from "./pixels.mjs";
 
@@ -15,6 +18,7 @@ const here = new URL(".", self.location.href);
 let ort = null, model = null, busy = false;
 let pagePainted = true; // no preview is waiting to be painted
 let decodeMs = Infinity; // the last preview decode's time (unknown before the first)
+let lastResult = null; // {width, height, pixels}: the last final image, what an edit starts from
 
 // A macrotask boundary: the loop's awaits are microtasks, so without this the page's "painted"
 // message would wait until the whole image is done.
@@ -85,7 +89,7 @@ async function load({ model: modelUrl, backend: wanted, threads, optimize }) {
   });
 }
 
-async function run({ id, prompt, seed, options = {} }) {
+async function run({ type, id, prompt, seed, options = {}, box = null }) {
   const started = performance.now();
   const scales = model.manifest.schedule.patch_nums;
   const totals = {};
@@ -110,11 +114,26 @@ async function run({ id, prompt, seed, options = {} }) {
     pagePainted = false;
     self.postMessage({ type: "preview", id, scale: si, ...image }, [image.pixels.buffer]);
   };
-  const result = await generate(ort, model.manifest, sessions, prompt, seed, options, onScale);
+  let result;
+  if (type === "edit") {
+    if (!lastResult) throw new Error("generate an image first; an edit redraws a region of the last result");
+    const { width: size, pixels } = lastResult, [x0, y0, x1, y1] = box ?? [];
+    if (!(0 <= x0 && x0 < x1 && x1 <= size && 0 <= y0 && y0 < y1 && y1 <= size)) {
+      throw new Error(`draw a box inside the ${size}x${size} image first`);
+    }
+    const rgb = new Float32Array(3 * size * size), mask = new Uint8Array(size * size);
+    for (let i = 0; i < size * size; i++) for (let c = 0; c < 3; c++) rgb[3 * i + c] = Math.fround(pixels[4 * i + c] / 255);
+    for (let y = y0; y < y1; y++) mask.fill(1, y * size + x0, y * size + x1);
+    result = await edit(ort, model.manifest, sessions, rgb, mask, prompt, seed, options, onScale);
+  } else {
+    result = await generate(ort, model.manifest, sessions, prompt, seed, options, onScale);
+  }
   const image = toRGBA(result.image);
+  lastResult = { ...image, pixels: image.pixels.slice() };
   self.postMessage({
     type: "final", id, scale: scales.length - 1, ...image, ms: performance.now() - started,
     timings: result.timings, graphs: totals, previews, ids: result.ids.map((ids) => Array.from(ids, Number)),
+    imageIds: result.imageIds.map((ids) => Array.from(ids, Number)),
   }, [image.pixels.buffer]);
 }
 
@@ -124,7 +143,7 @@ self.onmessage = async ({ data }) => {
   busy = true;
   try {
     if (data.type === "load") await load(data);
-    else if (data.type === "generate") await run(data);
+    else if (data.type === "generate" || data.type === "edit") await run(data);
     else throw new Error(`unknown message ${JSON.stringify(data.type)}`);
   } catch (error) {
     self.postMessage({ type: "error", id: data.id, during: data.type, message: error?.message ?? String(error) });

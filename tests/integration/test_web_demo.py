@@ -4,6 +4,7 @@ image, paint a preview before the result (the loop runs in a worker) and run cro
 
 import hashlib
 import json
+import os
 import re
 import shutil
 import socket
@@ -135,6 +136,10 @@ PAIRS = [("a large red circle in the center on a gray background", 3, 3.0),
          ("a big white disc against a blue background", 0, 3.0)]
 
 
+# a box redrawn on the page's last result (image pixels), compared with Python's edit of the same image
+EDIT = {"box": [8, 24, 40, 56], "prompt": "a small green square on a gray background", "seed": 5, "cfg": 2}
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(shutil.which("chromium") is None, reason="needs Debian's chromium (installed by .ci/run)")
 @pytest.mark.skipif(not (ORT_DIST / "ort.all.min.mjs").is_file(), reason="run `npm ci` in mobile_demo/web")
@@ -147,7 +152,8 @@ def test_the_page_generates_the_python_runtimes_image(onnx_export, tmp_path, cap
         url = f"http://127.0.0.1:{server.server_address[1]}/"
         (prompt, seed, cfg), more = PAIRS[0], [str(v) for pair in PAIRS[1:] for v in pair]
         result = subprocess.run([node, str(WEB_ROOT / "e2e.mjs"), url, str(tmp_path), prompt, str(seed), str(cfg), "2",
-                                 *more], capture_output=True, text=True, timeout=600, cwd=WEB_ROOT)
+                                 *more], capture_output=True, text=True, timeout=600, cwd=WEB_ROOT,
+                                env={**os.environ, "EDIT": json.dumps(EDIT)})
     finally:
         server.shutdown()
     assert result.returncode == 0, result.stderr
@@ -193,3 +199,20 @@ def test_the_page_generates_the_python_runtimes_image(onnx_export, tmp_path, cap
         mse = np.mean(((browser - expected) / 255) ** 2)
         psnr = 10 * np.log10(1 / mse) if mse else np.inf
         assert psnr >= 40, (entry["prompt"], entry["seed"], psnr)
+
+    # the page's edit of a box on its last result: Python's ids (kept and sampled) and Python's image
+    edit = page["edit"]
+    assert edit is not None and edit["kind"] == "edit", page
+    source = np.asarray(Image.open(tmp_path / edit["input"]).convert("RGB"), dtype=np.float32) / np.float32(255)
+    region = np.zeros((1, 64, 64), bool)
+    x0, y0, x1, y1 = EDIT["box"]
+    region[0, y0:y1, x0:x1] = True
+    python = pipeline.edit(source[None], region, [EDIT["prompt"]], seed=EDIT["seed"], cfg=EDIT["cfg"])
+    for name, theirs in (("ids", python.ids), ("imageIds", python.image_ids)):
+        differing = [int(np.sum(np.asarray(ids).reshape(-1) != np.asarray(web)))
+                     for ids, web in zip(theirs, edit[name], strict=True)]
+        assert differing == [0] * len(theirs), (name, differing)
+    browser = np.asarray(Image.open(tmp_path / edit["image"]).convert("RGB"), dtype=np.float64)
+    mse = np.mean(((browser - to_uint8(python.images)[0].astype(np.float64)) / 255) ** 2)
+    assert (10 * np.log10(1 / mse) if mse else np.inf) >= 40
+    assert np.array_equal(browser[:y0 - 2], np.asarray(Image.open(tmp_path / edit["input"]).convert("RGB"))[:y0 - 2])

@@ -96,3 +96,23 @@ def test_the_page_names_unknown_words_as_typed_like_python(prompt):
                 "catch (e) { return e.message; }", {"vocab": list(TINY_VOCAB), "prompt": prompt})
     named = str(python.value).split(" has ", 1)[1].split(";")[0]
     assert js is not None and named in js, (js, str(python.value))
+
+
+def test_the_pages_edit_rules_equal_python_bit_for_bit():
+    """Token masks, the fill and the paste weights of an edit (hart/portable/edit.py) in JavaScript."""
+    from hart.portable import edit
+
+    generator = np.random.default_rng(1)
+    mask = np.zeros((64, 64), bool)
+    mask[10:37, 5:29] = True
+    mask[40:44, 50:63] = True
+    image = generator.random((64, 64, 3), dtype=np.float32)
+    out = run_js("const mask = Uint8Array.from(data.mask), rgb = Float32Array.from(data.rgb);"
+                 "return {tokens: m.editedTokens(mask, 64, [1, 2, 3, 4, 6, 8], 0).concat("
+                 "m.editedTokens(mask, 64, [3, 6], 0.5)).map((t) => Array.from(t)),"
+                 " filled: Array.from(m.fillMasked(rgb, mask, 64)), weights: Array.from(m.pasteWeights(mask, 64))};",
+                 {"mask": mask.ravel().astype(int).tolist(), "rgb": image.ravel().tolist()})
+    want = edit.edited_tokens(mask, (1, 2, 3, 4, 6, 8), 0) + edit.edited_tokens(mask, (3, 6), 0.5)
+    assert [list(map(bool, t)) for t in out["tokens"]] == [t.tolist() for t in want]
+    assert np.array_equal(np.float32(out["filled"]), edit.fill_masked(image, mask).ravel())
+    assert np.array_equal(np.float32(out["weights"]), edit.paste_weights(mask).ravel())
