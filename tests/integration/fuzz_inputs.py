@@ -1,7 +1,8 @@
 """Hostile-input fuzzing of the `hart` command line (run by test_fuzz.py in a process of its own).
 
 A seeded generator mutates CLI arguments, a model folder's config.json, its safetensors headers and an
-export's manifest.json, and runs `hart generate` (or `hart info`) in-process on each case. Every case
+export's manifest.json, and runs `hart generate`, `hart edit`, `hart outpaint` or `hart info` in-process on
+each case. Every case
 must end in one of two ways: exit 0 with readable images of the model's size that are not one flat
 color, or exit 2 with exactly one line on stderr (as a terminal shows it: a progress bar's carriage
 returns overwrite). Never a traceback, another exit status, a leftover temporary file, an image
@@ -302,6 +303,31 @@ class Fuzzer:
         out = rnd.choice([folder / "out.png", folder / "new" / "deep" / "out.webp", folder, folder / "out.txt",
                           Path("/proc/out.png"), folder / "ünï.jpg", folder / "out.png"])
         argv = ["generate", *prompts, "-o", str(out)]
+        if rnd.random() < 0.3:  # an edit or an outpaint of a picture, with a mutated region
+            picture = folder / rnd.choice(["in.png", "in.jpg", "missing.png", "in.txt"])
+            if picture.suffix != ".txt" and picture.name != "missing.png":
+                from PIL import Image
+
+                Image.new("RGB", rnd.choice([(64, 64), (96, 48), (1, 1)]), (30, 90, 220)).save(picture)
+            elif picture.suffix == ".txt":
+                picture.write_text("not an image")
+            command = rnd.choice(["edit", "outpaint"])
+            argv = [command, str(picture), *prompts[-1:], "-o", str(out)]
+            if command == "edit":
+                region = rnd.choice(["box", "box", "mask"])
+                if region == "box":
+                    argv += ["--box", rnd.choice(["0,0,64,64", "8,8,40,40", "0,0,99,10", "5,5,5,5", "x", "-1,0,3,3"])]
+                else:
+                    mask = folder / "mask.png"
+                    from PIL import Image
+
+                    Image.new("L", rnd.choice([(64, 64), (32, 32), (96, 48)]), rnd.choice([0, 255, 128])).save(mask)
+                    argv += ["--mask", str(mask)]
+            else:
+                for side in rnd.sample(["--left", "--right", "--top", "--bottom"], rnd.randrange(0, 3)):
+                    argv += [side, rnd.choice(["8", "0", "-2", "70", "x", "32"])]
+            if rnd.random() < 0.3:
+                argv += ["--threshold", rnd.choice(["0", "0.5", "1", "nan", "-1"])]
         chosen = rnd.sample(OPTIONS, rnd.randrange(0, 4))
         for option in chosen:
             if option == "--model":
@@ -323,7 +349,7 @@ class Fuzzer:
             argv[argv.index("--model") + 1] = "tiny"  # random 0.7B weights would take minutes, not a finding
         flags = rnd.sample(["--no-residual", "--gumbel", "-v"], rnd.randrange(0, 2))
         argv += flags
-        count = len(prompts) * (int(argv[argv.index("-n") + 1]) if "-n" in argv and
+        count = (1 if argv[0] != "generate" else len(prompts)) * (int(argv[argv.index("-n") + 1]) if "-n" in argv and
                                 argv[argv.index("-n") + 1].isdigit() else 1)
         outputs = [out] if count <= 1 else [out.with_name(f"{out.stem}-{i}{out.suffix}") for i in range(count)]
         named = [self.outside] if str(self.outside) in argv else []  # a folder the user names may be read
