@@ -121,6 +121,12 @@ def atomic_file(path: str | Path) -> Iterator[Path]:
         tmp.unlink(missing_ok=True)
 
 
+def check_free(path: Path, overwrite: bool = False) -> None:
+    """A folder may be written at `path`: it is absent or empty, or `overwrite` allows replacing it."""
+    if path.exists() and not overwrite and (not path.is_dir() or any(path.iterdir())):
+        raise HartError(f"{path} already exists and is not empty; choose another output or allow overwriting")
+
+
 @contextlib.contextmanager
 def atomic_directory(path: str | Path, overwrite: bool = False) -> Iterator[Path]:
     """Yield an empty temporary folder; on success it replaces `path` whole.
@@ -129,8 +135,7 @@ def atomic_directory(path: str | Path, overwrite: bool = False) -> Iterator[Path
     the new one is in place.
     """
     path = Path(path)
-    if path.exists() and not overwrite and (not path.is_dir() or any(path.iterdir())):
-        raise HartError(f"{path} already exists and is not empty; choose another output or allow overwriting")
+    check_free(path, overwrite)
     _prepare(path)
     tmp = _temp_name(path, "tmp")
     tmp.mkdir()

@@ -8,7 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-from hart.cli_images import edit, generate
+from hart.cli_images import edit, generate, open_loop
 from hart.cli_parser import build_parser
 from hart.errors import HartError
 
@@ -48,11 +48,11 @@ def _info(args: argparse.Namespace) -> None:
 
 def _convert(args: argparse.Namespace) -> None:
     """Every argument is checked before anything is loaded or written, so a bad one leaves no OUT_DIR."""
-    from hart.checkpoints import is_official_folder, load_official, official_config, save_model
+    from hart.atomic import check_free
+    from hart.checkpoints import is_official_folder, load_official, save_model
 
     out = Path(args.out_dir)
-    if out.exists() and not args.overwrite and (not out.is_dir() or any(out.iterdir())):
-        raise HartError(f"{out} already exists and is not empty; choose another folder or pass --overwrite")
+    check_free(out, args.overwrite)
     if not is_official_folder(args.official_dir):
         raise HartError(f"{args.official_dir} is not an official HART release folder (expected llm/config.json and "
                         "tokenizer/config.json)")
@@ -61,8 +61,7 @@ def _convert(args: argparse.Namespace) -> None:
         target = Path(args.text_encoder).resolve()
         if not (target / "config.json").is_file():
             raise HartError(f"{target} is not a Qwen2 model folder (no config.json)")
-    official_config(args.official_dir)
-    model = load_official(args.official_dir)
+    model = load_official(args.official_dir)  # its configs are read and checked before any weights
     out = save_model(model, out, overwrite=args.overwrite, text_encoder=target)
     counts = model.parameter_counts()
     print(f"wrote {out} ({model.config.name}: " + ", ".join(f"{k} {v:,}" for k, v in counts.items()) + ")")
@@ -118,14 +117,7 @@ def _eval(args: argparse.Namespace) -> None:
 def _eval_edits(args: argparse.Namespace) -> None:
     from hart.eval.edit_eval import EditEvalSettings, evaluate_edits, markdown
 
-    if args.backend == "onnx":
-        from hart.runtime.onnx_pipeline import OnnxPipeline
-
-        loop = OnnxPipeline(args.model)
-    else:
-        from hart.pipeline import HARTPipeline
-
-        loop = HARTPipeline.from_pretrained(args.model, args.device).loop
+    loop, _ = open_loop(args.backend, args.model, args.device)
     print(f"evaluating edits of {args.model} ({args.backend} backend) on {args.num_prompts} two-object scenes; "
           f"writing edit.json, edit.md and edit_samples.png to {Path(args.out).resolve()}", flush=True)
     settings = EditEvalSettings(num_scenes=args.num_prompts, seed=args.seed, batch_size=args.batch_size)
@@ -224,8 +216,8 @@ def _demo(args: argparse.Namespace) -> None:
         server.server_close()
 
 
-COMMANDS = {"generate": generate, "edit": edit, "outpaint": edit, "info": _info, "convert": _convert, "train": _train, "eval": _eval,
-            "export": _export, "bench": _bench, "demo": _demo}
+COMMANDS = {"generate": generate, "edit": edit, "outpaint": edit, "info": _info, "convert": _convert, "train": _train,
+            "eval": _eval, "export": _export, "bench": _bench, "demo": _demo}
 
 
 # optional modules -> the pyproject extra that installs them (a missing one is one sentence, not a traceback)

@@ -68,20 +68,26 @@ def _prepare(args: argparse.Namespace, prompts: list[str]) -> tuple[list[tuple[s
     return jobs, paths, sampling, config
 
 
-def _open(args: argparse.Namespace):
-    """-> the pipeline's loop and a description of where it runs (torch is never imported for onnx/coreml)."""
-    if args.backend == "onnx":
+def open_loop(backend: str, model: str, device: str = "auto", dtype: str = "fp32",
+              text_encoder: str | None = None):
+    """-> the one loop over `backend` and a description of where it runs (torch is never imported for onnx
+    or coreml)."""
+    if backend == "onnx":
         from hart.runtime.onnx_pipeline import OnnxPipeline
 
-        return OnnxPipeline(args.model), "onnx"
-    if args.backend == "coreml":
+        return OnnxPipeline(model), "onnx"
+    if backend == "coreml":
         from hart.runtime.coreml_pipeline import CoreMLPipeline
 
-        return CoreMLPipeline(args.model), "coreml"
+        return CoreMLPipeline(model), "coreml"
     from hart.pipeline import HARTPipeline
 
-    pipe = HARTPipeline.from_pretrained(args.model, args.device, args.dtype, args.text_encoder)
-    return pipe.loop, f"{pipe.device}, {args.dtype}"
+    pipe = HARTPipeline.from_pretrained(model, device, dtype, text_encoder)
+    return pipe.loop, f"{pipe.device}, {dtype}"
+
+
+def _open(args: argparse.Namespace):
+    return open_loop(args.backend, args.model, args.device, args.dtype, args.text_encoder)
 
 
 def _write_batches(make: Callable[[list[str], list[int], bool], object], jobs: list[tuple[str, int]],

@@ -7,60 +7,25 @@ research/hart.md §2.1: depth 16, width 1536, 24 heads, 300 Qwen2 context tokens
 
 This module imports no torch, so exported-model runtimes can read configs too. It is longer than
 the project's ~300-line norm on purpose: every section's fields, their checks and the presets that
-fill them are one table of architecture numbers, read together.
+fill them are one table of architecture numbers, read together. The fields' ranges and upper
+bounds are hart/config_bounds.py.
 """
 
 import dataclasses
 import json
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
+from hart.config_bounds import UPPER_BOUNDS, fail, require_at_most, require_positive
 from hart.errors import ConfigError
-from hart.strict import from_plain, read_json, to_plain
+from hart.strict import from_plain, read_json_object, to_plain
 
 CONFIG_FORMAT = "hart"
 CONFIG_FORMAT_VERSION = 1
 
 TEXT_ENCODER_KINDS = ("qwen2", "words", "random")
 POOLING_MODES = ("max", "avg")
-
-
-def _fail(section: str, name: str, message: str) -> None:
-    raise ConfigError(f"{section}.{name} {message}")
-
-
-# Upper bounds per field: generous (every preset is far below them; the 0.7B model uses depth 16, width
-# 1536, vocabulary 4096) but finite, so an absurd config.json or manifest is refused by name before
-# anything is allocated, instead of hanging or exhausting memory while building modules.
-UPPER_BOUNDS: dict[str, float] = {
-    "text.max_tokens": 4096, "text.dim": 16384, "text.layers": 64, "text.heads": 256,
-    "transformer.depth": 256, "transformer.width": 16384, "transformer.heads": 256, "transformer.mlp_ratio": 16,
-    "transformer.rope_theta": 1e9, "transformer.attn_scale": 16, "transformer.norm_eps": 1,
-    "residual_head.width": 16384, "residual_head.depth": 256, "residual_head.sampling_steps": 1000,
-    "residual_head.train_steps": 100000, "residual_head.latent_scale": 100,
-    "tokenizer.vocab_size": 2**20, "tokenizer.latent_channels": 1024, "tokenizer.channels": 4096,
-    "tokenizer.res_blocks": 16, "tokenizer.phi_count": 64, "tokenizer.quant_conv_kernel": 15,
-    "tokenizer.norm_groups": 1024, "tokenizer.channel_mult": 64,
-    "sampling.cfg": 100, "sampling.temperature": 100, "sampling.residual_guidance": 100,
-    "config.scales": 64, "config.image_size": 16384, "text.vocab": 10**6,
-}
-
-
-def _require_positive(section: str, **values: float) -> None:
-    """Each value must be > 0 and at most its UPPER_BOUNDS entry (if it has one)."""
-    for name, value in values.items():
-        if not value > 0 or not math.isfinite(value):  # also NaN, which compares false to everything
-            _fail(section, name, f"must be a positive finite number (got {value})")
-        _require_at_most(section, name, value)
-
-
-def _require_at_most(section: str, name: str, value: float) -> None:
-    bound = UPPER_BOUNDS.get(f"{section}.{name}")
-    if bound is not None and not value <= bound:
-        _fail(section, name, f"must be at most {bound:g} (got {value:g}); larger values are not a model this "
-                             "project can build")
 
 
 @dataclass(frozen=True)
@@ -85,17 +50,17 @@ class TextEncoderConfig:
 
     def __post_init__(self) -> None:
         if self.kind not in TEXT_ENCODER_KINDS:
-            _fail(self.section, "kind", f"must be one of {', '.join(TEXT_ENCODER_KINDS)} (got {self.kind!r})")
-        _require_positive(self.section, max_tokens=self.max_tokens, dim=self.dim)
+            fail(self.section, "kind", f"must be one of {', '.join(TEXT_ENCODER_KINDS)} (got {self.kind!r})")
+        require_positive(self.section, max_tokens=self.max_tokens, dim=self.dim)
         if self.kind == "words":
             if not self.vocab:
-                _fail(self.section, "vocab", "must list the known words for kind 'words'")
-            _require_at_most(self.section, "vocab", len(self.vocab))
+                fail(self.section, "vocab", "must list the known words for kind 'words'")
+            require_at_most(self.section, "vocab", len(self.vocab))
             if len(set(self.vocab)) != len(self.vocab):
-                _fail(self.section, "vocab", "must not repeat a word")
-            _require_positive(self.section, layers=self.layers, heads=self.heads)
+                fail(self.section, "vocab", "must not repeat a word")
+            require_positive(self.section, layers=self.layers, heads=self.heads)
             if self.dim % self.heads:
-                _fail(self.section, "dim", f"must be divisible by text.heads={self.heads} (got {self.dim})")
+                fail(self.section, "dim", f"must be divisible by text.heads={self.heads} (got {self.dim})")
 
 
 @dataclass(frozen=True)
@@ -116,15 +81,15 @@ class TransformerConfig:
     context_norm: bool = False  # RMSNorm on the text features before the context projection
 
     def __post_init__(self) -> None:
-        _require_positive(self.section, depth=self.depth, width=self.width, heads=self.heads,
-                          mlp_ratio=self.mlp_ratio, norm_eps=self.norm_eps, rope_theta=self.rope_theta,
-                          attn_scale=self.attn_scale)
+        require_positive(self.section, depth=self.depth, width=self.width, heads=self.heads,
+                         mlp_ratio=self.mlp_ratio, norm_eps=self.norm_eps, rope_theta=self.rope_theta,
+                         attn_scale=self.attn_scale)
         if self.width % self.heads:
-            _fail(self.section, "width", f"must be divisible by transformer.heads={self.heads} (got {self.width})")
+            fail(self.section, "width", f"must be divisible by transformer.heads={self.heads} (got {self.width})")
         if self.head_dim % 4:
-            _fail(self.section, "heads", f"must give a head size divisible by 4 for the 2D RoPE (got {self.head_dim})")
+            fail(self.section, "heads", f"must give a head size divisible by 4 for the 2D RoPE (got {self.head_dim})")
         if self.cond_pooling not in POOLING_MODES:
-            _fail(self.section, "cond_pooling", f"must be one of {', '.join(POOLING_MODES)} (got {self.cond_pooling!r})")
+            fail(self.section, "cond_pooling", f"must be one of {', '.join(POOLING_MODES)} (got {self.cond_pooling!r})")
 
     @property
     def head_dim(self) -> int:
@@ -150,12 +115,12 @@ class ResidualHeadConfig:
     clip_denoised: bool = True  # clamp the predicted x0 to [-1, 1] at every step
 
     def __post_init__(self) -> None:
-        _require_positive(self.section, width=self.width, depth=self.depth, sampling_steps=self.sampling_steps,
-                          train_steps=self.train_steps, latent_scale=self.latent_scale)
+        require_positive(self.section, width=self.width, depth=self.depth, sampling_steps=self.sampling_steps,
+                         train_steps=self.train_steps, latent_scale=self.latent_scale)
         if self.sampling_steps > self.train_steps:
-            _fail(self.section, "sampling_steps", f"must not exceed train_steps={self.train_steps}")
+            fail(self.section, "sampling_steps", f"must not exceed train_steps={self.train_steps}")
         if self.noise_schedule != "cosine":
-            _fail(self.section, "noise_schedule", f"must be 'cosine' (got {self.noise_schedule!r})")
+            fail(self.section, "noise_schedule", f"must be 'cosine' (got {self.noise_schedule!r})")
 
 
 @dataclass(frozen=True)
@@ -177,19 +142,20 @@ class TokenizerConfig:
     norm_groups: int = 32  # GroupNorm groups (32 in HART; small tokenizers need fewer)
 
     def __post_init__(self) -> None:
-        _require_positive(self.section, vocab_size=self.vocab_size, latent_channels=self.latent_channels,
-                          channels=self.channels, res_blocks=self.res_blocks, phi_count=self.phi_count,
-                          quant_conv_kernel=self.quant_conv_kernel, norm_groups=self.norm_groups)
+        require_positive(self.section, vocab_size=self.vocab_size, latent_channels=self.latent_channels,
+                         channels=self.channels, res_blocks=self.res_blocks, phi_count=self.phi_count,
+                         quant_conv_kernel=self.quant_conv_kernel, norm_groups=self.norm_groups)
         if not self.channel_mult or min(self.channel_mult) <= 0 or len(self.channel_mult) > 8:
-            _fail(self.section, "channel_mult", f"must be a list of 1 to 8 positive ints (got {list(self.channel_mult)})")
-        _require_at_most(self.section, "channel_mult", max(self.channel_mult))
+            fail(self.section, "channel_mult",
+                 f"must be a list of 1 to 8 positive ints (got {list(self.channel_mult)})")
+        require_at_most(self.section, "channel_mult", max(self.channel_mult))
         if any((self.channels * m) % self.norm_groups for m in self.channel_mult):
-            _fail(self.section, "channels", f"times every channel_mult must be divisible by norm_groups="
-                                            f"{self.norm_groups} (got {self.channels})")
+            fail(self.section, "channels", f"times every channel_mult must be divisible by norm_groups="
+                                           f"{self.norm_groups} (got {self.channels})")
         if not 0 < self.phi_ratio <= 1:  # NaN fails too
-            _fail(self.section, "phi_ratio", f"must be in (0, 1] (got {self.phi_ratio})")
+            fail(self.section, "phi_ratio", f"must be in (0, 1] (got {self.phi_ratio})")
         if self.quant_conv_kernel % 2 == 0:
-            _fail(self.section, "quant_conv_kernel", f"must be odd (got {self.quant_conv_kernel})")
+            fail(self.section, "quant_conv_kernel", f"must be odd (got {self.quant_conv_kernel})")
 
     @property
     def downsample(self) -> int:
@@ -213,16 +179,16 @@ class SamplingConfig:
 
     def __post_init__(self) -> None:
         if not self.cfg >= 0:
-            _fail(self.section, "cfg", f"must be >= 0 (got {self.cfg})")
-        _require_at_most(self.section, "cfg", self.cfg)
-        _require_at_most(self.section, "residual_guidance", self.residual_guidance)
+            fail(self.section, "cfg", f"must be >= 0 (got {self.cfg})")
+        require_at_most(self.section, "cfg", self.cfg)
+        require_at_most(self.section, "residual_guidance", self.residual_guidance)
         if any(k < 0 for k in self.top_k):
-            _fail(self.section, "top_k", f"must be >= 0 at every scale (got {list(self.top_k)})")
+            fail(self.section, "top_k", f"must be >= 0 at every scale (got {list(self.top_k)})")
         if not 0 <= self.top_p < 1:
-            _fail(self.section, "top_p", f"must be in [0, 1) (got {self.top_p})")
-        _require_positive(self.section, temperature=self.temperature)
+            fail(self.section, "top_p", f"must be in [0, 1) (got {self.top_p})")
+        require_positive(self.section, temperature=self.temperature)
         if not self.residual_guidance >= 0:
-            _fail(self.section, "residual_guidance", f"must be >= 0 (got {self.residual_guidance})")
+            fail(self.section, "residual_guidance", f"must be >= 0 (got {self.residual_guidance})")
 
 
 @dataclass(frozen=True)
@@ -243,18 +209,18 @@ class HARTConfig:
     def __post_init__(self) -> None:
         pn = self.patch_nums
         if not 2 <= len(pn) <= UPPER_BOUNDS["config.scales"]:
-            _fail(self.section, "patch_nums", f"must list 2 to {UPPER_BOUNDS['config.scales']:g} scales (got {len(pn)})")
-        _require_positive(self.section, image_size=self.image_size)
+            fail(self.section, "patch_nums", f"must list 2 to {UPPER_BOUNDS['config.scales']:g} scales (got {len(pn)})")
+        require_positive(self.section, image_size=self.image_size)
         if pn[0] != 1:
-            _fail(self.section, "patch_nums", f"must start at 1: the first token comes from the last text position (got {list(pn)})")
+            fail(self.section, "patch_nums", f"must start at 1: the first token comes from the last text position (got {list(pn)})")
         if any(b <= a for a, b in zip(pn, pn[1:])):
-            _fail(self.section, "patch_nums", f"must be strictly increasing (got {list(pn)})")
+            fail(self.section, "patch_nums", f"must be strictly increasing (got {list(pn)})")
         if self.image_size != pn[-1] * self.tokenizer.downsample:
-            _fail(self.section, "image_size",
-                  f"must equal the last scale {pn[-1]} x the tokenizer downsampling {self.tokenizer.downsample} "
-                  f"= {pn[-1] * self.tokenizer.downsample} (got {self.image_size})")
+            fail(self.section, "image_size",
+                 f"must equal the last scale {pn[-1]} x the tokenizer downsampling {self.tokenizer.downsample} "
+                 f"= {pn[-1] * self.tokenizer.downsample} (got {self.image_size})")
         if len(self.sampling.top_k) != len(pn):
-            _fail("sampling", "top_k", f"must give one value per scale ({len(pn)}), got {len(self.sampling.top_k)}")
+            fail("sampling", "top_k", f"must give one value per scale ({len(pn)}), got {len(self.sampling.top_k)}")
 
     # ----------------------------------------------------------------------------- derived sizes
     @property
@@ -292,10 +258,7 @@ class HARTConfig:
     @classmethod
     def from_json_file(cls, path: str | Path) -> "HARTConfig":
         path = Path(path)
-        data = read_json(path, "a model config.json")
-        if not isinstance(data, dict):
-            raise ConfigError(f"{path} must hold a JSON object")
-        return cls.from_dict(data, source=str(path))
+        return cls.from_dict(read_json_object(path, "a model config.json"), source=str(path))
 
     def replace(self, **changes: Any) -> "HARTConfig":
         return dataclasses.replace(self, **changes)

@@ -39,6 +39,14 @@ def read_json(path: Path, what: str, error: type[Exception] = ConfigError) -> An
                     f"expected {what}") from None
 
 
+def read_json_object(path: Path, what: str, error: type[Exception] = ConfigError) -> dict:
+    """read_json for files that must hold a JSON object (configs)."""
+    data = read_json(path, what, error)
+    if not isinstance(data, dict):
+        raise error(f"{path} must hold a JSON object")
+    return data
+
+
 def to_plain(obj: Any) -> Any:
     if dataclasses.is_dataclass(obj):
         return {f.name: to_plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}

@@ -22,7 +22,7 @@ from hart.config import (PRESETS, HARTConfig, ResidualHeadConfig, SamplingConfig
                          TokenizerConfig, TransformerConfig, hart_top_k)
 from hart.checkpoints.io import load_weights_only
 from hart.errors import CheckpointError
-from hart.strict import read_json
+from hart.strict import read_json_object
 
 # Placeholders usable on both sides of a rule; each stands for one regex group.
 PLACEHOLDERS = {
@@ -170,13 +170,6 @@ def load_official_weights(networks: dict[str, torch.nn.Module], mapped: dict, so
 
 
 # --------------------------------------------------------------------------------------------- config
-def _read_json(path: Path) -> dict:
-    data = read_json(path, "an official HART folder's llm/config.json and tokenizer/config.json", CheckpointError)
-    if not isinstance(data, dict):
-        raise CheckpointError(f"{path} must hold a JSON object")
-    return data
-
-
 def _require(source: Path, data: dict, field: str, allowed: tuple, default) -> None:
     value = data.get(field, default)
     if value not in allowed:
@@ -202,7 +195,8 @@ def official_config(folder: str | Path) -> HARTConfig:
 
 def _translate_config(folder: Path) -> HARTConfig:
     llm_path, tok_path = folder / "llm" / "config.json", folder / "tokenizer" / "config.json"
-    llm, tok = _read_json(llm_path), _read_json(tok_path)
+    what = "an official HART folder's llm/config.json and tokenizer/config.json"
+    llm, tok = read_json_object(llm_path, what, CheckpointError), read_json_object(tok_path, what, CheckpointError)
     _require(llm_path, llm, "model_type", ("hart_transformer_t2i",), None)
     _require(llm_path, llm, "attn_type", ("llama",), "gpt2")
     _require(llm_path, llm, "mlp_type", ("llama",), "gpt2")

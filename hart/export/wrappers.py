@@ -150,4 +150,3 @@ class EncoderGraph(nn.Module):
     def forward(self, image: torch.Tensor):
         tokens = self.tokenizer.encode(image)
         return torch.cat(tokens.ids, dim=1), tokens.residual
-

@@ -18,6 +18,7 @@ from typing import Any, Protocol, Sequence
 
 import numpy as np
 
+from hart.config_bounds import UPPER_BOUNDS
 from hart.errors import ConfigError
 
 GUIDANCE = ("t = cfg * progress[si] (float64); guided = (1 + t) * logits[cond rows] - t * logits[uncond rows] in "
@@ -148,10 +149,11 @@ class SamplingSettings:
         for name, value in numbers.items():
             if not math.isfinite(value):
                 raise ConfigError(f"sampling setting {name} must be a finite number (got {value})")
-        rules = (("cfg", 0 <= self.cfg <= 100, "in [0, 100]"),
-                 ("top_p", 0 <= self.top_p < 1, "in [0, 1), 0 = off"),
-                 ("temperature", 1e-3 <= self.temperature <= 100, "in [0.001, 100]"),
-                 ("residual_guidance", 0 <= self.residual_guidance <= 100, "in [0, 100]"))
+        # the lower ends are the loop's; the upper ends are the sampling config's bounds
+        least = {"cfg": 0.0, "temperature": 1e-3, "residual_guidance": 0.0}
+        rules = [(name, low <= getattr(self, name) <= UPPER_BOUNDS[f"sampling.{name}"],
+                  f"in [{low:g}, {UPPER_BOUNDS[f'sampling.{name}']:g}]") for name, low in least.items()]
+        rules.insert(1, ("top_p", 0 <= self.top_p < 1, "in [0, 1), 0 = off"))
         for name, ok, expected in rules:
             if not ok:
                 raise ConfigError(f"sampling setting {name} must be {expected} (got {getattr(self, name):g})")
