@@ -5,11 +5,16 @@ a fake graph runtime answers each graph call with the recorded outputs and check
 it the recorded inputs: the tokenized prompt, the [cond; uncond] rows, RoPE tables, the sampled ids
 of every scale (so the RNG, the guidance mix and the sampler), the residual noise and guidance, and
 finally the 8-bit pixels. Python checks its own loop the same way (tests/unit/test_golden_trace.py).
+The edit case (task "edit") starts from a recorded image and mask: the port must feed the encoder the
+filled image, force the encoder's ids where the token masks keep them, mix the encoder's residual into
+the kept last-scale tokens and paste the original pixels back (hart/portable/edit.py).
 
 The file is safetensors (a JSON header and raw little-endian arrays, trivial to read anywhere):
     metadata "trace": JSON {model, cases: [{name, prompt, seed, options, tokens, ...}], placeholders}
     arrays  "<prompt>/ids|mask|hidden|cos_<si>|sin_<si>", "<tokens>/logits_<si>|ids_<si>|guided_<si>",
             "<case>/noise|residual|image|pixels"
+    edit cases also "<case>/input|mask|encoder_image|encoder_ids|encoder_residual|final_residual|sampled_<si>"
+    (ids_<si> are then the ids the loop used: the encoder's where kept, the sampled ones elsewhere)
 Graph outputs the loop only passes along (prefix tokens, conditions, next inputs, f_hat, hidden
 states) are replaced by placeholders: one-element arrays holding a tag number; a port must hand each
 on unchanged to the graph that consumes it. Logits of scale 0 are NaN except at the last text
@@ -27,13 +32,14 @@ import numpy as np
 
 from hart.config import HARTConfig
 from hart.loop import GenerationLoop
-from hart.portable import rng
+from hart.portable import edit, rng
 from hart.portable.spec import NumpyOps, guide, guidance_weight, guided_rows, to_uint8
 from hart.runtime.graph_backend import GraphBackend
 from hart.runtime.manifest import RopeSection, TextSection
 
 TRACE_FILE = "golden_trace.safetensors"
-PROMPTS = ("a large red circle on a blue background", "a small green star in the top left and a yellow square")
+PROMPTS = ("a large red circle on a blue background", "a small green star in the top left and a yellow square",
+           "a large yellow triangle on a blue background")
 # (case name, prompt index, seed, generate() options, the case whose tokens it shares)
 CASES = (
     ("defaults", 0, 3, {}, None),
@@ -42,6 +48,12 @@ CASES = (
     ("overrides", 1, 7, {"cfg": 3.0, "top_k": [0, 3, 10, 40, 100, 200], "top_p": 0.9, "temperature": 0.8,
                          "residual_guidance": 0.5}, None),
 )
+# (case name, prompt index, seed, edit() options, input: the pixels of this case, box to edit x0, y0, x1, y1)
+# The box is off the token grid and the threshold above 0, so every scale's masked shares matter.
+EDITS = (
+    ("edit", 2, 5, {"threshold": 0.25}, "defaults", (3, 2, 35, 33)),
+)
+SAMPLING_OPTIONS = ("cfg", "top_k", "top_p", "temperature", "residual_guidance")
 PASSED_ALONG = {"condition": ("tokens", "cond_blocks", "cond_head"), "step": ("hidden", "present_k", "present_v"),
                 "update": ("f_hat_out", "next_x")}
 
@@ -66,6 +78,41 @@ class _Recorder:
         return outputs
 
 
+def _record_case(loop: GenerationLoop, calls: list[Call], arrays: dict[str, np.ndarray], name: str,
+                 prompt_index: int, seed: int, options: dict, shares: str | None) -> dict:
+    """Keep one run's graph traffic (`calls`) in `arrays`; -> the case's entry of the trace's metadata."""
+    prompt_key, tokens_key = f"prompt{prompt_index}", shares or name
+    settings = loop.settings(**{k: v for k, v in options.items() if k in SAMPLING_OPTIONS})
+    text = next(c for c in calls if c.name == "text_encoder")
+    arrays[f"{prompt_key}/ids"], arrays[f"{prompt_key}/mask"] = text.feeds["ids"], text.feeds["mask"]
+    arrays[f"{prompt_key}/hidden"] = text.outputs[0]
+    steps = [c for c in calls if c.name == "step"]
+    for si, (step, n) in enumerate(zip(steps, loop.config.patch_nums)):
+        arrays[f"{prompt_key}/cos_{si}"], arrays[f"{prompt_key}/sin_{si}"] = step.feeds["cos"], step.feeds["sin"]
+        logits = step.outputs[0]
+        if si == 0:
+            logits = np.where(np.arange(logits.shape[1])[None, :, None] == logits.shape[1] - 1, logits, np.nan)
+        used = logits[:, -1:] if si == 0 else logits
+        arrays[f"{tokens_key}/logits_{si}"] = logits.astype(np.float32)
+        arrays[f"{tokens_key}/guided_{si}"] = guide(used, guidance_weight(settings.cfg, loop.schedule.progress(si)))[
+            0, 0]
+        arrays[f"{tokens_key}/uniforms_{si}"] = rng.token_uniforms([seed], si, n * n)[0]
+    ids = [c.feeds["ids"] for c in calls if c.name.startswith("update_")]
+    for si, scale_ids in enumerate(ids):
+        arrays[f"{tokens_key}/ids_{si}"] = scale_ids
+    residual = next((c for c in calls if c.name == "residual"), None)
+    case = {"name": name, "prompt": PROMPTS[prompt_index], "prompt_key": prompt_key, "seed": seed,
+            "options": options, "tokens": tokens_key, "settings": {
+                "cfg": settings.cfg, "top_k": list(settings.top_k), "top_p": settings.top_p,
+                "temperature": settings.temperature, "residual_guidance": settings.residual_guidance}}
+    if residual is not None:
+        arrays[f"{name}/noise"] = residual.feeds["noise"]
+        arrays[f"{name}/residual"] = residual.outputs[0]
+        case["guidance"] = float(residual.feeds["guidance"])
+    arrays[f"{name}/image"] = next(c for c in calls if c.name == "decoder").outputs[0]
+    return case
+
+
 def record(loop: GenerationLoop) -> tuple[dict[str, np.ndarray], dict]:
     """Run every case through `loop` (a graph backend, e.g. the export wrappers) and collect the trace."""
     recorder = _Recorder(loop.backend)
@@ -74,39 +121,25 @@ def record(loop: GenerationLoop) -> tuple[dict[str, np.ndarray], dict]:
     for name, prompt_index, seed, options, shares in CASES:
         recorder.calls.clear()
         loop.generate([PROMPTS[prompt_index]], seed=seed, **options)
-        calls = recorder.calls
-        prompt_key, tokens_key = f"prompt{prompt_index}", shares or name
-        settings = loop.settings(**{k: v for k, v in options.items() if k != "residual"})
-        text = next(c for c in calls if c.name == "text_encoder")
-        arrays[f"{prompt_key}/ids"], arrays[f"{prompt_key}/mask"] = text.feeds["ids"], text.feeds["mask"]
-        arrays[f"{prompt_key}/hidden"] = text.outputs[0]
-        steps = [c for c in calls if c.name == "step"]
-        for si, (step, n) in enumerate(zip(steps, loop.config.patch_nums)):
-            arrays[f"{prompt_key}/cos_{si}"], arrays[f"{prompt_key}/sin_{si}"] = step.feeds["cos"], step.feeds["sin"]
-            logits = step.outputs[0]
-            if si == 0:
-                logits = np.where(np.arange(logits.shape[1])[None, :, None] == logits.shape[1] - 1, logits, np.nan)
-            used = logits[:, -1:] if si == 0 else logits
-            arrays[f"{tokens_key}/logits_{si}"] = logits.astype(np.float32)
-            arrays[f"{tokens_key}/guided_{si}"] = guide(used, guidance_weight(settings.cfg, loop.schedule.progress(si)))[
-                0, 0]
-            arrays[f"{tokens_key}/uniforms_{si}"] = rng.token_uniforms([seed], si, n * n)[0]
-        ids = [c.feeds["ids"] for c in calls if c.name.startswith("update_")]
-        for si, scale_ids in enumerate(ids):
-            arrays[f"{tokens_key}/ids_{si}"] = scale_ids
-        residual = next((c for c in calls if c.name == "residual"), None)
-        case = {"name": name, "prompt": PROMPTS[prompt_index], "prompt_key": prompt_key, "seed": seed,
-                "options": options, "tokens": tokens_key, "settings": {
-                    "cfg": settings.cfg, "top_k": list(settings.top_k), "top_p": settings.top_p,
-                    "temperature": settings.temperature, "residual_guidance": settings.residual_guidance}}
-        if residual is not None:
-            arrays[f"{name}/noise"] = residual.feeds["noise"]
-            arrays[f"{name}/residual"] = residual.outputs[0]
-            case["guidance"] = float(residual.feeds["guidance"])
-        image = next(c for c in calls if c.name == "decoder").outputs[0]
-        arrays[f"{name}/image"] = image
-        arrays[f"{name}/pixels"] = to_uint8(image)
-        cases.append(case)
+        cases.append(_record_case(loop, recorder.calls, arrays, name, prompt_index, seed, options, shares))
+        arrays[f"{name}/pixels"] = to_uint8(arrays[f"{name}/image"])
+    for name, prompt_index, seed, options, source, box in EDITS:
+        size = loop.config.image_size
+        image = (arrays[f"{source}/pixels"].astype(np.float32) / np.float32(255))  # [1, S, S, 3]
+        mask = edit.box_mask(box, (size, size))
+        recorder.calls.clear()
+        result = loop.edit(image, mask[None], [PROMPTS[prompt_index]], seed=seed, **options)
+        case = _record_case(loop, recorder.calls, arrays, name, prompt_index, seed, options, None)
+        encoder = next(c for c in recorder.calls if c.name == "encoder")
+        final = next(c for c in recorder.calls if c.name == "update_final")
+        arrays.update({f"{name}/input": image, f"{name}/mask": mask.astype(np.uint8),
+                       f"{name}/encoder_image": encoder.feeds["image"], f"{name}/encoder_ids": encoder.outputs[0],
+                       f"{name}/encoder_residual": encoder.outputs[1],
+                       f"{name}/final_residual": final.feeds["residual"],
+                       f"{name}/pixels": to_uint8(result.images)})
+        for si, sampled in enumerate(result.ids):
+            arrays[f"{name}/sampled_{si}"] = np.asarray(sampled)
+        cases.append({**case, "task": "edit", "source": source, "box": list(box)})
     recorder.backend.run = recorder.inner
     probe = (np.arange(256, dtype=np.float32) + np.float32(0.5)) / np.float32(255)  # near-halves for rounding
     arrays["rounding/values"] = probe.reshape(1, 1, 1, -1)
@@ -153,11 +186,18 @@ class ReplayBackend(GraphBackend):
             raise AssertionError(f"case {self.case['name']}: {what} differs from the trace")
         self.checked.append(what)
 
+    def can_run(self, name: str) -> bool:
+        return name == "encoder" and self.case.get("task") == "edit"
+
     def _placeholder(self, graph: str, output: int) -> np.ndarray:
         return np.array([1000 * list(PASSED_ALONG).index(graph) + output], dtype=np.float32)
 
     def run(self, name: str, **feeds: np.ndarray) -> list[np.ndarray]:
         a, p, t = self.arrays, self.prompt, self.tokens
+        if name == "encoder":
+            n = self.case["name"]
+            self._expect("encoder image", feeds["image"], a[f"{n}/encoder_image"])
+            return [a[f"{n}/encoder_ids"], a[f"{n}/encoder_residual"]]
         if name == "text_encoder":
             self._expect("text ids", feeds["ids"], a[f"{p}/ids"])
             self._expect("text mask", feeds["mask"], a[f"{p}/mask"])
@@ -179,7 +219,8 @@ class ReplayBackend(GraphBackend):
             self._expect(f"scale {si} ids", feeds["ids"], a[f"{t}/ids_{si}"])
             self.scale += 1
             if name == "update_final":
-                residual = a.get(f"{self.case['name']}/residual")
+                n = self.case["name"]
+                residual = a.get(f"{n}/final_residual", a.get(f"{n}/residual"))
                 if residual is None:  # residual off: a zero residual
                     residual = np.zeros((*feeds["ids"].shape, self.config.tokenizer.latent_channels), np.float32)
                 self._expect("final residual", feeds["residual"], residual)
@@ -203,9 +244,18 @@ def replay(path: Path, config: HARTConfig, text: TextSection, rope: RopeSection)
     checked = []
     for case in meta["cases"]:
         backend = ReplayBackend(config, text, rope, arrays, case)
-        result = GenerationLoop(config, backend).generate([case["prompt"]], seed=case["seed"], **case["options"])
-        for si, ids in enumerate(result.ids):
-            backend._expect(f"result ids {si}", ids, arrays[f"{case['tokens']}/ids_{si}"])
+        loop, name = GenerationLoop(config, backend), case["name"]
+        if case.get("task") == "edit":
+            result = loop.edit(arrays[f"{name}/input"], arrays[f"{name}/mask"][None].astype(bool), [case["prompt"]],
+                               seed=case["seed"], **case["options"])
+            for si, ids in enumerate(result.image_ids):
+                backend._expect(f"edited ids {si}", ids, arrays[f"{name}/ids_{si}"])
+            sampled = [arrays[f"{name}/sampled_{si}"] for si in range(len(result.ids))]
+        else:
+            result = loop.generate([case["prompt"]], seed=case["seed"], **case["options"])
+            sampled = [arrays[f"{case['tokens']}/ids_{si}"] for si in range(len(result.ids))]
+        for si, (ids, want) in enumerate(zip(result.ids, sampled)):
+            backend._expect(f"result ids {si}", ids, want)
         backend._expect("pixels", to_uint8(result.images), arrays[f"{case['name']}/pixels"])
         checked += [f"{case['name']}: {c}" for c in backend.checked]
     return checked

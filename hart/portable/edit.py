@@ -29,6 +29,35 @@ FILL_BAND = 1 / 16  # width of the band of kept pixels whose mean fills the mask
 FEATHER = 1 / 32  # width of the paste-back blend, as a share of the side
 
 
+DEFAULTS = {"threshold": 0.0, "fill": True, "paste": True, "feather": True}
+
+
+def describe() -> dict:
+    """The manifest's `edit` section: every rule a port needs to edit with the export's encoder graph."""
+    return {
+        "mask": "white-on-black, the image's size; a pixel is edited when its value is >= 0.5 of the range "
+                "(1 = redraw, 0 = keep)",
+        "fill": "before encoding, the masked pixels take one colour: the mean of the kept pixels in a band around the "
+                "mask (the mask dilated by a 3x3 square max(1, round_half_even(fill_band * side)) times, minus the "
+                "mask), summed in float64, divided by their count, rounded to float32 once; the whole kept image "
+                "when the band is empty; 0.5 grey when nothing is kept",
+        "encode": "ids, residual = encoder(image=filled [B, 3, S, S] in [0, 1]): ids of every scale concatenated in "
+                  "patch_nums order [B, sum(n*n)], residual [B, N*N, C_vae]",
+        "tokens": "per scale n, in integers: in units of 1/n pixel token cell i spans [i*S, (i+1)*S) and pixel p "
+                  "[p*n, (p+1)*n); overlap[i][p] = max(0, min((i+1)*S, (p+1)*n) - max(i*S, p*n)); a cell's masked "
+                  "area = sum over masked pixels (y, x) of overlap[i][y] * overlap[j][x]; edited = masked area > "
+                  "threshold * (S*S) in float64 (row-major cells); after sampling every token with its usual "
+                  "uniforms, ids_si = where(edited, sampled, encoder ids of scale si)",
+        "residual": "the last scale's kept tokens take the encoder's residual, the edited ones the residual head's",
+        "paste": "out = float32(edited * w) + float32(original * float32(1 - w)); w = 1 inside the mask and, with "
+                 "feather, 1 - k / (steps + 1) on the k-th ring of 3x3 dilation outside it, k = 1..steps, steps = "
+                 "max(1, round_half_even(feather * side)); 0 elsewhere",
+        "defaults": dict(DEFAULTS), "fill_band": FILL_BAND, "feather": FEATHER,
+        "invariants": "a mask covering everything gives plain generation bit for bit; an empty mask gives the "
+                      "input after paste and the tokenizer's reconstruction before",
+    }
+
+
 def binary_mask(mask: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     """A mask image [H, W] (or [H, W, C]) of values in [0, 1] or 0..255 -> [H, W] bool: True = edit.
 
@@ -57,26 +86,32 @@ def box_mask(box: tuple[int, int, int, int], shape: tuple[int, int]) -> np.ndarr
     return mask
 
 
-def _area_matrix(size: int, n: int) -> np.ndarray:
-    """[n, size]: row i holds the share of each pixel inside cell i (cells of size/n pixels; exact overlaps)."""
-    edges = np.arange(n + 1) * size / n
-    pixels = np.arange(size)
-    overlap = np.clip(np.minimum(edges[1:, None], pixels[None] + 1) - np.maximum(edges[:-1, None], pixels[None]), 0,
-                      None)
-    return overlap / (size / n)
+def _overlaps(size: int, n: int) -> np.ndarray:
+    """[n, size] int64: the length cell i and pixel p share, in units of 1/n pixel (cell i spans
+    [i*size, (i+1)*size), pixel p spans [p*n, (p+1)*n)): integers, so every port gets the same shares."""
+    cells, pixels = np.arange(n)[:, None], np.arange(size)[None]
+    return np.clip(np.minimum((cells + 1) * size, (pixels + 1) * n) - np.maximum(cells * size, pixels * n), 0, None)
+
+
+def masked_area(mask: np.ndarray, n: int) -> np.ndarray:
+    """[H, W] bool -> [n * n] int64 row-major: each token cell's masked area in units of (1/n pixel)^2; a
+    whole cell is H * W of them."""
+    rows, cols = _overlaps(mask.shape[0], n), _overlaps(mask.shape[1], n)
+    return (rows @ mask.astype(np.int64) @ cols.T).reshape(-1)
 
 
 def masked_fraction(mask: np.ndarray, n: int) -> np.ndarray:
     """[H, W] bool -> [n * n] float64 row-major: the share of each token cell that is masked."""
-    rows, cols = _area_matrix(mask.shape[0], n), _area_matrix(mask.shape[1], n)
-    return (rows @ mask.astype(np.float64) @ cols.T).reshape(-1)
+    return masked_area(mask, n) / (mask.shape[0] * mask.shape[1])
 
 
 def edited_tokens(mask: np.ndarray, patch_nums: tuple[int, ...], threshold: float) -> list[np.ndarray]:
-    """Per scale [n * n] bool: True where the token is resampled (masked share > threshold)."""
+    """Per scale [n * n] bool: True where the token is resampled (masked share > threshold, compared exactly:
+    masked area > threshold * H * W in float64)."""
     if not 0 <= threshold < 1:
         raise ConfigError(f"the token threshold must be in [0, 1) (got {threshold})")
-    return [masked_fraction(mask, n) > threshold for n in patch_nums]
+    cell = float(mask.shape[0] * mask.shape[1])
+    return [masked_area(mask, n) > threshold * cell for n in patch_nums]
 
 
 def dilate(mask: np.ndarray, steps: int) -> np.ndarray:

@@ -130,6 +130,7 @@ class Manifest:
     parity: dict[str, Any] | None = None
     options: dict[str, Any] = field(default_factory=dict)
     coreml: dict[str, Any] | None = None
+    edit: dict[str, Any] | None = None  # hart.portable.edit.describe(); older exports have none
 
     @property
     def config(self) -> HARTConfig:

@@ -91,9 +91,9 @@ class MultiScaleQuantizer(nn.Module):
 
     def nearest(self, z: torch.Tensor) -> torch.Tensor:
         """z [M, C] -> ids [M] of the nearest codebook rows (squared Euclidean, ties to the lower id)."""
-        weight = self.codebook.weight
+        weight = self.codebook.weight.to(z.dtype)  # encode() keeps the running rest in float32 for any dtype
         distances = torch.sum(z.square(), dim=1, keepdim=True) + torch.sum(weight.square(), dim=1)
-        distances.addmm_(z, weight.T, alpha=-2, beta=1)
+        distances.addmm_(z, weight.T, alpha=-2.0, beta=1.0)  # float scalars: Core ML types them as the tensor
         return distances.argmin(dim=1)
 
     def unused_phis(self) -> list[nn.Module]:

@@ -276,7 +276,9 @@ export async function generate(ort, manifest, sessions, prompt, seed, options = 
 
 // ---------------------------------------------------------------------------------------------- editing
 // hart/portable/edit.py, step for step: fill, encode, per-scale token masks, forced generation, paste.
-const FILL_BAND = 1 / 16, FEATHER = 1 / 32;
+// The widths and defaults come from the manifest's `edit` section (these are for exports without one).
+const FILL_BAND = 1 / 16, FEATHER = 1 / 32, EDIT_DEFAULTS = { threshold: 0, fill: true, paste: true, feather: true };
+const roundHalfEven = (x) => { const r = Math.round(x); return r - x === 0.5 && r % 2 === 1 ? r - 1 : r; };
 
 function dilate(mask, size, steps) {
   let grown = mask;
@@ -295,32 +297,31 @@ function dilate(mask, size, steps) {
   return grown;
 }
 
-function areaMatrix(size, n) { // [n][size]: the share of each pixel inside cell i (exact overlaps)
-  return Array.from({ length: n }, (_, i) => Array.from({ length: size }, (_, p) => {
-    const lo = (i * size) / n, hi = ((i + 1) * size) / n;
-    return Math.max(0, Math.min(hi, p + 1) - Math.max(lo, p)) / (size / n);
-  }));
+function overlaps(size, n) { // [n][size] integers: the length cell i and pixel p share, in units of 1/n pixel
+  return Array.from({ length: n }, (_, i) => Array.from({ length: size }, (_, p) =>
+    Math.max(0, Math.min((i + 1) * size, (p + 1) * n) - Math.max(i * size, p * n))));
 }
 
 export function editedTokens(mask, size, scales, threshold) { // per scale Uint8Array [n*n], 1 = redraw
+  const cell = threshold * (size * size); // masked area in (1/n pixel)^2, compared exactly (integers < 2^53)
   return scales.map((n) => {
-    const a = areaMatrix(size, n), out = new Uint8Array(n * n);
+    const a = overlaps(size, n), out = new Uint8Array(n * n);
     for (let i = 0; i < n; i++) for (let j = 0; j < n; j++) {
-      let share = 0;
+      let area = 0;
       for (let y = 0; y < size; y++) {
         if (!a[i][y]) continue;
         let row = 0;
         for (let x = 0; x < size; x++) if (mask[y * size + x]) row += a[j][x];
-        share += a[i][y] * row;
+        area += a[i][y] * row;
       }
-      out[i * n + j] = share > threshold ? 1 : 0;
+      out[i * n + j] = area > cell ? 1 : 0;
     }
     return out;
   });
 }
 
-export function fillMasked(rgb, mask, size) { // rgb Float32Array [S*S*3] (HWC): the region set to the band's mean
-  const ring = dilate(mask, size, Math.max(1, Math.round(FILL_BAND * size)));
+export function fillMasked(rgb, mask, size, band = FILL_BAND) { // rgb Float32Array [S*S*3] (HWC): the region set to the band's mean
+  const ring = dilate(mask, size, Math.max(1, roundHalfEven(band * size)));
   let source = Array.from(mask, (m, i) => (ring[i] && !m ? 1 : 0));
   if (!source.some(Boolean)) source = Array.from(mask, (m) => (m ? 0 : 1));
   const sum = [0, 0, 0];
@@ -332,10 +333,10 @@ export function fillMasked(rgb, mask, size) { // rgb Float32Array [S*S*3] (HWC):
   return filled;
 }
 
-export function pasteWeights(mask, size, feather = true) { // Float32Array [S*S]: 1 = the edit shows
+export function pasteWeights(mask, size, feather = true, width = FEATHER) { // Float32Array [S*S]: 1 = the edit shows
   const weight = Float32Array.from(mask);
   if (!feather) return weight;
-  const steps = Math.max(1, Math.round(FEATHER * size));
+  const steps = Math.max(1, roundHalfEven(width * size));
   let grown = Uint8Array.from(mask);
   for (let step = 1; step <= steps; step++) {
     const next = dilate(grown, size, 1);
@@ -349,8 +350,9 @@ export function pasteWeights(mask, size, feather = true) { // Float32Array [S*S]
 export async function edit(ort, manifest, sessions, rgb, mask, prompt, seed, options = {}, onScale = null) {
   if (!sessions.encoder) throw new Error("this export has no encoder graph, which editing needs; re-export it");
   const scales = manifest.schedule.patch_nums, size = manifest.model.config.image_size;
-  const threshold = options.threshold ?? 0, fill = options.fill ?? true, paste = options.paste ?? true;
-  const filled = fill ? fillMasked(rgb, mask, size) : rgb;
+  const rules = manifest.edit ?? { fill_band: FILL_BAND, feather: FEATHER, defaults: EDIT_DEFAULTS };
+  const [threshold, fill, paste, feather] = ["threshold", "fill", "paste", "feather"].map((k) => options[k] ?? rules.defaults[k]);
+  const filled = fill ? fillMasked(rgb, mask, size, rules.fill_band) : rgb;
   const chw = new Float32Array(3 * size * size);
   for (let i = 0; i < size * size; i++) for (let c = 0; c < 3; c++) chw[c * size * size + i] = filled[3 * i + c];
   const encoded = await sessions.encoder.run({ image: new ort.Tensor("float32", chw, [1, 3, size, size]) });
@@ -361,7 +363,7 @@ export async function edit(ort, manifest, sessions, rgb, mask, prompt, seed, opt
   const result = await generate(ort, manifest, sessions, prompt, seed,
     { ...options, forced: { ids, keep, residual: encoded.residual.data } }, onScale);
   if (!paste) return result;
-  const weights = pasteWeights(mask, size), out = new Float32Array(result.image.data);
+  const weights = pasteWeights(mask, size, feather, rules.feather), out = new Float32Array(result.image.data);
   for (let c = 0; c < 3; c++) for (let i = 0; i < size * size; i++) {
     const w = weights[i], e = out[c * size * size + i], o = rgb[3 * i + c];
     out[c * size * size + i] = Math.fround(Math.fround(e * w) + Math.fround(o * Math.fround(1 - w)));

@@ -1,10 +1,11 @@
 // Replays the golden trace (hart/golden.py) through hart_runtime.generate, with no model: a fake graph
 // runtime answers every graph call with the recorded outputs and checks the inputs the loop feeds it
 // (tokenized prompt, [cond; uncond] rows, RoPE tables, ids of every scale, residual noise and guidance,
-// 8-bit pixels). The same checks as hart.golden.ReplayBackend. CI runs it under Node:
+// 8-bit pixels; for the edit case also the filled image fed to the encoder, the forced ids and the mixed
+// residual, through hart_runtime.edit). The same checks as hart.golden.ReplayBackend. CI runs it under Node:
 //   node replay.mjs TRACE.safetensors MANIFEST.json      -> one JSON line {cases: {name: checks}} or exit 1
 import { readFileSync } from "node:fs";
-import { generate } from "./hart_runtime.mjs";
+import { edit, generate } from "./hart_runtime.mjs";
 import { to8bit } from "./pixels.mjs";
 
 const DTYPES = { F32: Float32Array, I64: BigInt64Array, U8: Uint8Array, BOOL: Uint8Array, F64: Float64Array };
@@ -43,6 +44,11 @@ function fakeSessions(arrays, c, checks) {
   };
   const tagged = (what, got, graph, output) => expect(what, got, placeholder(graph, output));
   const run = {
+    encoder(f) {
+      expect("encoder image", f.image, a(`${c.name}/encoder_image`));
+      const ids = a(`${c.name}/encoder_ids`), residual = a(`${c.name}/encoder_residual`);
+      return { ids: new Tensor("int64", ids.data, ids.dims), residual: new Tensor("float32", residual.data, residual.dims) };
+    },
     text_encoder(f) {
       expect("text ids", f.ids, a(`${p}/ids`)); expect("text mask", f.mask, a(`${p}/mask`));
       return { hidden: new Tensor("float32", a(`${p}/hidden`).data, a(`${p}/hidden`).dims) };
@@ -70,7 +76,7 @@ function fakeSessions(arrays, c, checks) {
       expect(`scale ${si} ids`, f.ids, a(`${t}/ids_${si}`));
       scale += 1;
       if (name === "update_final") {
-        const residual = a(`${c.name}/residual`);
+        const residual = a(`${c.name}/final_residual`) ?? a(`${c.name}/residual`);
         expect("final residual", f.residual, residual ?? new Float32Array(f.residual.data.length));
         return { f_hat_out: placeholder("update", 0) };
       }
@@ -94,7 +100,11 @@ function fakeSessions(arrays, c, checks) {
 }
 
 const OPTION_NAMES = { cfg: "cfg", top_k: "topK", top_p: "topP", temperature: "temperature", residual: "residual",
-  residual_guidance: "residualGuidance" };
+  residual_guidance: "residualGuidance", threshold: "threshold" };
+
+function sameIds(what, got, want) {
+  if (got.length !== want.length || got.some((v, i) => v !== want[i])) throw new Error(`${what} differ`);
+}
 
 export async function replay(tracePath, manifestPath) {
   const { arrays, meta } = readSafetensors(tracePath);
@@ -103,11 +113,18 @@ export async function replay(tracePath, manifestPath) {
   for (const c of meta.cases) {
     const checks = [];
     const options = Object.fromEntries(Object.entries(c.options).map(([k, v]) => [OPTION_NAMES[k], v]));
-    const out = await generate({ Tensor }, manifest, fakeSessions(arrays, c, checks), c.prompt, c.seed, options);
-    out.ids.forEach((ids, si) => {
-      const want = arrays[`${c.tokens}/ids_${si}`].data;
-      if (ids.length !== want.length || ids.some((v, i) => v !== want[i])) throw new Error(`case ${c.name}: result ids ${si} differ`);
-    });
+    const sessions = fakeSessions(arrays, c, checks);
+    let out;
+    if (c.task === "edit") { // the input image [1, S, S, 3] and mask [S, S] as hart_runtime.edit takes them
+      const rgb = arrays[`${c.name}/input`].data, mask = arrays[`${c.name}/mask`].data;
+      out = await edit({ Tensor }, manifest, sessions, rgb, mask, c.prompt, c.seed, options);
+      out.imageIds.forEach((ids, si) => sameIds(`case ${c.name}: edited ids ${si}`, ids, arrays[`${c.name}/ids_${si}`].data));
+      checks.push("edited ids");
+    } else {
+      out = await generate({ Tensor }, manifest, sessions, c.prompt, c.seed, options);
+    }
+    const sampledKey = c.task === "edit" ? `${c.name}/sampled` : `${c.tokens}/ids`;
+    out.ids.forEach((ids, si) => sameIds(`case ${c.name}: result ids ${si}`, ids, arrays[`${sampledKey}_${si}`].data));
     const image = out.image.data, pixels = arrays[`${c.name}/pixels`].data; // image [1, 3, H, W], pixels [1, H, W, 3]
     const plane = image.length / 3;
     for (let i = 0; i < plane; i++) for (let ch = 0; ch < 3; ch++) {

@@ -66,21 +66,26 @@ def test_the_web_loop_replays_the_golden_trace_with_every_override(tmp_path):
     result = replay_js(Path(shipped_weights("tiny")) / golden.TRACE_FILE, tmp_path)
     assert result.returncode == 0, result.stderr
     cases = json.loads(result.stdout)["cases"]
-    assert set(cases) == {"defaults", "residual_guidance_1", "no_residual", "overrides"}
+    assert set(cases) == {"defaults", "residual_guidance_1", "no_residual", "overrides", "edit"}
     for name, checks in cases.items():
         assert {"text ids", "condition rows", "step 5 sin", "scale 5 ids", "final residual", "pixels"} <= set(checks)
         assert ("residual guidance" in checks) == (name != "no_residual")
+        assert ("encoder image" in checks) == ("edited ids" in checks) == (name == "edit")
 
 
-def test_the_web_replay_catches_a_changed_trace(tmp_path):
+@pytest.mark.parametrize("key, message", [("overrides/noise", "case overrides: residual noise differs"),
+                                          ("edit/input", "case edit: encoder image differs"),
+                                          ("edit/encoder_residual", "case edit: final residual differs")])
+def test_the_web_replay_catches_a_changed_trace(tmp_path, key, message):
+    """Noise, the image the edit encodes (its fill) and the residual kept from the encoder are all checked."""
     from hart import golden
     from hart.checkpoints import shipped_weights
 
     arrays, meta = golden.read(Path(shipped_weights("tiny")) / golden.TRACE_FILE)
-    arrays["overrides/noise"] = arrays["overrides/noise"] + np.float32(0.01)
+    arrays[key] = arrays[key] + np.float32(0.01)
     golden.write(tmp_path / "changed.safetensors", arrays, meta)
     result = replay_js(tmp_path / "changed.safetensors", tmp_path)
-    assert result.returncode == 1 and "case overrides: residual noise differs from the trace" in result.stderr
+    assert result.returncode == 1 and message in result.stderr, result.stderr
 
 
 @pytest.mark.parametrize("prompt", ["a rød zorp circle", "a red circle " + "zorp" * 3 + " " + " ".join(
@@ -98,20 +103,22 @@ def test_the_page_names_unknown_words_as_typed_like_python(prompt):
     assert js is not None and named in js, (js, str(python.value))
 
 
-def test_the_pages_edit_rules_equal_python_bit_for_bit():
-    """Token masks, the fill and the paste weights of an edit (hart/portable/edit.py) in JavaScript."""
+@pytest.mark.parametrize("size", [64, 40, 80])
+def test_the_pages_edit_rules_equal_python_bit_for_bit(size):
+    """Token masks, the fill and the paste weights of an edit (hart/portable/edit.py) in JavaScript. At 40 px
+    the fill band and at 80 px the feather are 2.5 pixels: both round half to even, as Python's round."""
     from hart.portable import edit
 
     generator = np.random.default_rng(1)
-    mask = np.zeros((64, 64), bool)
+    mask = np.zeros((size, size), bool)
     mask[10:37, 5:29] = True
-    mask[40:44, 50:63] = True
-    image = generator.random((64, 64, 3), dtype=np.float32)
-    out = run_js("const mask = Uint8Array.from(data.mask), rgb = Float32Array.from(data.rgb);"
-                 "return {tokens: m.editedTokens(mask, 64, [1, 2, 3, 4, 6, 8], 0).concat("
-                 "m.editedTokens(mask, 64, [3, 6], 0.5)).map((t) => Array.from(t)),"
-                 " filled: Array.from(m.fillMasked(rgb, mask, 64)), weights: Array.from(m.pasteWeights(mask, 64))};",
-                 {"mask": mask.ravel().astype(int).tolist(), "rgb": image.ravel().tolist()})
+    mask[size - 24:size - 20, size - 14:size - 1] = True
+    image = generator.random((size, size, 3), dtype=np.float32)
+    out = run_js("const mask = Uint8Array.from(data.mask), rgb = Float32Array.from(data.rgb), S = data.size;"
+                 "return {tokens: m.editedTokens(mask, S, [1, 2, 3, 4, 6, 8], 0).concat("
+                 "m.editedTokens(mask, S, [3, 6], 0.5)).map((t) => Array.from(t)),"
+                 " filled: Array.from(m.fillMasked(rgb, mask, S)), weights: Array.from(m.pasteWeights(mask, S))};",
+                 {"mask": mask.ravel().astype(int).tolist(), "rgb": image.ravel().tolist(), "size": size})
     want = edit.edited_tokens(mask, (1, 2, 3, 4, 6, 8), 0) + edit.edited_tokens(mask, (3, 6), 0.5)
     assert [list(map(bool, t)) for t in out["tokens"]] == [t.tolist() for t in want]
     assert np.array_equal(np.float32(out["filled"]), edit.fill_masked(image, mask).ravel())

@@ -78,6 +78,21 @@ def test_a_batch_of_edits_equals_each_edit_alone(pipe, picture):
         assert np.abs(both.images[i] - alone.images[0]).max() < 1e-5
 
 
+def test_the_tokenizer_encodes_in_half_and_bfloat16(pipe, picture):
+    """Pipelines in fp16 (GPU) or bf16 hold the tokenizer in that dtype; encode keeps the running rest and
+    the nearest-code distances in float32, so edits run there and keep almost every fp32 id."""
+    import copy
+
+    images = torch.from_numpy(np.ascontiguousarray(picture.transpose(0, 3, 1, 2)))
+    with torch.no_grad():
+        want = torch.cat(pipe.model.tokenizer.encode(images).ids, dim=1)
+        for dtype in (torch.float16, torch.bfloat16):
+            tokenizer = copy.deepcopy(pipe.model.tokenizer).to(dtype)
+            got = tokenizer.encode(images.to(dtype))
+            assert got.residual.dtype == torch.float32
+            assert (torch.cat(got.ids, dim=1) == want).float().mean() > 0.9, dtype
+
+
 def test_token_masks_use_exact_area_shares():
     mask = np.zeros((64, 64), bool)
     mask[:, :32] = True  # the left half

@@ -64,3 +64,19 @@ def test_a_listed_file_outside_the_folder_is_refused(folder, tmp_path_factory):
     rewrite(folder, lambda d: d["files"].update({"../secret.onnx": {"sha256": "0" * 64, "bytes": 6}}))
     with pytest.raises(CheckpointError, match="inside the export folder"):
         read_manifest(folder)
+
+
+def test_the_edit_section_states_the_loops_own_defaults_and_widths(model):
+    """A port edits from the manifest alone: its defaults are GenerationLoop.edit's, its widths edit.py's."""
+    import inspect
+
+    from hart.loop import GenerationLoop
+    from hart.portable import edit
+
+    section = describe_model(model)["edit"]
+    signature = inspect.signature(GenerationLoop.edit).parameters
+    assert section["defaults"] == {k: signature[k].default for k in ("threshold", "fill", "paste", "feather")}
+    assert (section["fill_band"], section["feather"]) == (edit.FILL_BAND, edit.FEATHER)
+    assert Manifest.from_dict({**json.loads(json.dumps(describe_model(model))), "format": MANIFEST_FORMAT,
+                               "format_version": MANIFEST_VERSION, "precision": "fp32", "created": "now",
+                               "exporter": {}, "graphs": {}, "files": {}}).edit == section
