@@ -38,7 +38,7 @@ class CoreMLBackend(GraphBackend):
             raise DependencyError("the Core ML runtime needs coremltools: pip install 'hart[coreml]'") from None
         graphs = manifest.graphs
         self.models = {name: ct.models.MLModel(str(folder / graphs[name].file))
-                       for name in ("text_encoder", "condition", "residual", "decoder") if name in graphs}
+                       for name in ("text_encoder", "condition", "residual", "decoder", "encoder") if name in graphs}
         self.steps = [ct.models.MLModel(str(folder / graphs["step"].file), function_name=f["name"])
                       for f in graphs["step"].functions]
         self.updates = {f["name"]: ct.models.MLModel(str(folder / graphs["update"].file), function_name=f["name"])
@@ -75,6 +75,19 @@ class CoreMLBackend(GraphBackend):
     def sample_residual(self, hidden, ids, noise, guidance):
         return self.models["residual"].predict({"hidden": hidden, "ids": _int32(ids), "noise": noise,
                                                 "guidance": np.array([guidance], dtype=np.float32)})["residual"]
+
+    def can_run(self, name: str) -> bool:
+        return name in self.models
+
+    def encode_image(self, images):
+        """One image per call (static shapes); the float32 encoder package returns int32 ids."""
+        if not self.can_run("encoder"):
+            return super().encode_image(images)  # the one sentence about exports without an encoder
+        outputs = [self.models["encoder"].predict({"image": np.ascontiguousarray(image[None], dtype=np.float32)})
+                   for image in images]
+        ids = np.concatenate([o["ids"] for o in outputs]).astype(np.int64)
+        ends = np.cumsum([n * n for n in self.config.patch_nums])
+        return np.split(ids, ends[:-1], axis=1), np.concatenate([o["residual"] for o in outputs]).astype(np.float32)
 
     def decode(self, f_hat):
         return self.models["decoder"].predict({"f_hat": f_hat})["image"].astype(np.float32)

@@ -27,8 +27,8 @@ def test_every_mode_has_the_packages_and_io_the_manifest_names(export):
     for mode in COMPRESSIONS:
         manifest = read_manifest(export / mode)
         graphs = manifest.graphs
-        assert set(graphs) == {"text_encoder", "condition", "step", "update", "residual", "decoder"}
-        for name in ("text_encoder", "condition", "residual", "decoder"):
+        assert set(graphs) == {"text_encoder", "condition", "step", "update", "residual", "decoder", "encoder"}
+        for name in ("text_encoder", "condition", "residual", "decoder", "encoder"):
             description = spec_of(export / mode, graphs[name].file).description
             assert [i.name for i in description.input] == [i["name"] for i in graphs[name].inputs]
             assert [o.name for o in description.output] == graphs[name].outputs
@@ -68,6 +68,18 @@ def test_each_mode_shrinks_the_weights_as_expected(export):
     assert none < int4
 
 
+def test_the_encoder_is_float32_and_uncompressed_in_every_mode(export):
+    """Editing keeps the encoder's ids: its package computes in float32 and is the same in every mode."""
+    sizes = {mode: read_manifest(export / mode).coreml["package_bytes"]["encoder.mlpackage"] for mode in COMPRESSIONS}
+    assert all(abs(size - sizes["none"]) < 0.01 * sizes["none"] for size in sizes.values()), sizes  # iOS 18 differs a bit
+    for mode in COMPRESSIONS:
+        spec = spec_of(export / mode, "encoder.mlpackage")
+        assert "FLOAT16" not in str(spec.mlProgram) and "FLOAT16" in str(spec_of(export / mode, "decoder.mlpackage")
+                                                                          .mlProgram)
+        assert {o.name: o.type.multiArrayType.dataType for o in spec.description.output}["ids"] == \
+            ct.proto.FeatureTypes_pb2.ArrayFeatureType.INT32
+
+
 def test_metadata_names_the_source(export):
     model = ct.models.MLModel(str(export / "int8" / "decoder.mlpackage"), skip_model_load=True)
     assert model.user_defined_metadata["hart.source_model"] == "tiny"
@@ -92,3 +104,19 @@ def test_coreml_image_matches_pytorch_on_macos(export):
     want = HARTPipeline(load_pretrained("tiny"), "cpu").generate(prompt, seed=3).images.numpy()
     got = CoreMLPipeline(export / "none").generate(prompt, seed=3).images
     assert 10 * np.log10(1 / np.mean((got - want) ** 2)) >= 35
+
+
+@pytest.mark.skipif(platform.system() != "Darwin", reason="Core ML prediction needs macOS")
+def test_coreml_encoder_ids_match_pytorch_on_macos(export):
+    """The float32 encoder package keeps (almost) exactly PyTorch's ids: the tokens an edit keeps."""
+    import torch
+
+    from hart.runtime.coreml_pipeline import CoreMLPipeline
+
+    model = load_pretrained("tiny")
+    images = np.random.default_rng(0).random((2, 3, 64, 64), dtype=np.float32)
+    with torch.no_grad():
+        want = model.tokenizer.encode(torch.from_numpy(images)).ids
+    got, _ = CoreMLPipeline(export / "int8").backend.encode_image(images)
+    agreement = sum(int((w.numpy() == g).sum()) for w, g in zip(want, got)) / sum(w.numel() for w in want)
+    assert agreement >= 0.99
