@@ -5,8 +5,10 @@
 //   ready {ms, ...the worker's ready message}, paints [{run, kind: "preview"|"final", scale, t}],
 //   progress [{run, value, max, t}], runs [{run, ms, ids, ...}]   (t and ms from performance.now(), in ms;
 //   run counts the Generate and Edit clicks from 1; kind "generate" | "edit"; ids: the sampled token ids,
-//   imageIds: the ids the image was made from, one array per scale). Dragging on the result draws the box an
-//   edit redraws (window.hartSetBox(x0, y0, x1, y1) sets it in image pixels, for tests).
+//   imageIds: the ids the image was made from, one array per scale; an edit's run also holds its region:
+//   {box} or {mask}, the 0/1 mask as a plain array). Dragging on the result draws the box an edit redraws, or
+//   with the brush paints the region (window.hartSetBox(x0, y0, x1, y1) and window.hartBrush([[x, y], ...],
+//   radius) set them in image pixels, for tests).
 const $ = (id) => document.getElementById(id);
 const query = new URLSearchParams(location.search);
 const record = { isolated: self.crossOriginIsolated, ready: null, paints: [], progress: [], runs: [] };
@@ -14,6 +16,7 @@ window.hart = record;
 
 const worker = new Worker(new URL("./worker.mjs", import.meta.url), { type: "module" });
 let info = null, current = null, pending = null, frame = 0, runs = 0, box = null, hasResult = false;
+let brushed = null; // Uint8Array [H*W] of the result, 1 = painted with the brush
 
 function fail(message) {
   $("status").textContent = message;
@@ -41,7 +44,8 @@ function paint() {
   if (image.type === "preview") { worker.postMessage({ type: "painted" }); return; }
   const ms = performance.now() - current.started;
   record.runs.push({ run: current.id, kind: current.kind, ms, worker: image.ms, timings: image.timings,
-    graphs: image.graphs, previews: image.previews, ids: image.ids, imageIds: image.imageIds });
+    graphs: image.graphs, previews: image.previews, ids: image.ids, imageIds: image.imageIds,
+    region: current.region });
   hasResult = true;
   setProgress(info.scales.length + 1);
   current = null;
@@ -54,13 +58,18 @@ function paint() {
   document.body.dataset.state = "done";
 }
 
-function updateEdit() { $("edit").disabled = !(info && hasResult && box && !current); }
+const tool = () => $("tool").value; // "box" | "brush"
+const region = () => (tool() === "box" ? (box && { box }) : (brushed?.includes(1) ? { mask: Array.from(brushed) } : null));
+function updateEdit() {
+  $("edit").disabled = !(info && hasResult && region() && !current);
+  $("box").hidden = !box || tool() !== "box";
+  $("mask").hidden = tool() !== "brush";
+}
 
 // The box to edit, in image pixels [x0, y0, x1, y1), drawn over the result canvas.
 function setBox(next) {
   const canvas = $("result"), outline = $("box");
   box = next && next[2] > next[0] && next[3] > next[1] ? next : null;
-  outline.hidden = !box;
   if (box) {
     const scale = canvas.clientWidth / canvas.width;
     Object.assign(outline.style, { left: `${canvas.offsetLeft + box[0] * scale}px`, top: `${canvas.offsetTop + box[1] * scale}px`,
@@ -68,21 +77,58 @@ function setBox(next) {
   }
   updateEdit();
 }
-window.hartSetBox = (x0, y0, x1, y1) => setBox([x0, y0, x1, y1]);
+window.hartSetBox = (x0, y0, x1, y1) => { $("tool").value = "box"; setBox([x0, y0, x1, y1]); };
 
+// The brush paints disks: pixel (x, y) is in the disk of centre (cx, cy) and radius r when
+// (x + 0.5 - cx)^2 + (y + 0.5 - cy)^2 <= r^2 (image pixels); the mask is drawn over the result, translucent.
+function paintDisk(cx, cy, r) {
+  const canvas = $("result"), width = canvas.width, height = canvas.height;
+  if (!brushed || brushed.length !== width * height) brushed = new Uint8Array(width * height);
+  for (let y = Math.max(0, Math.floor(cy - r)); y < Math.min(height, Math.ceil(cy + r) + 1); y++) {
+    for (let x = Math.max(0, Math.floor(cx - r)); x < Math.min(width, Math.ceil(cx + r) + 1); x++) {
+      if ((x + 0.5 - cx) ** 2 + (y + 0.5 - cy) ** 2 <= r * r) brushed[y * width + x] = 1;
+    }
+  }
+}
+function showMask() {
+  const canvas = $("result"), overlay = $("mask"), { width, height } = canvas;
+  overlay.width = width; overlay.height = height;
+  const pixels = new Uint8ClampedArray(4 * width * height);
+  brushed?.forEach((on, i) => { if (on) pixels.set([255, 255, 255, 150], 4 * i); });
+  overlay.getContext("2d").putImageData(new ImageData(pixels, width, height), 0, 0);
+  updateEdit();
+}
+window.hartBrush = (points, radius) => {
+  $("tool").value = "brush";
+  for (const [x, y] of points) paintDisk(x, y, radius);
+  showMask();
+};
+$("clear").addEventListener("click", () => { brushed = null; setBox(null); showMask(); });
+$("tool").addEventListener("change", updateEdit);
 let dragFrom = null;
-const pixelAt = (event) => {
+const pixelAt = (event, round = Math.round) => {
   const canvas = $("result"), scale = canvas.width / canvas.clientWidth;
-  return [Math.min(canvas.width, Math.max(0, Math.round(event.offsetX * scale))),
-    Math.min(canvas.height, Math.max(0, Math.round(event.offsetY * scale)))];
+  return [Math.min(canvas.width, Math.max(0, round(event.offsetX * scale))),
+    Math.min(canvas.height, Math.max(0, round(event.offsetY * scale)))];
 };
 const dragTo = (event) => {
+  if (tool() === "brush") { // disks every half radius along the stroke, so a fast drag leaves no gaps
+    const [x, y] = pixelAt(event, (v) => v), r = Number($("radius").value) || 1;
+    const steps = Math.max(1, Math.ceil(Math.hypot(x - dragFrom[0], y - dragFrom[1]) / (r / 2)));
+    for (let k = 1; k <= steps; k++) {
+      paintDisk(dragFrom[0] + ((x - dragFrom[0]) * k) / steps, dragFrom[1] + ((y - dragFrom[1]) * k) / steps, r);
+    }
+    dragFrom = [x, y];
+    showMask();
+    return;
+  }
   const [x, y] = pixelAt(event);
   setBox([Math.min(dragFrom[0], x), Math.min(dragFrom[1], y), Math.max(dragFrom[0], x), Math.max(dragFrom[1], y)]);
 };
 $("result").addEventListener("pointerdown", (event) => {
   if (!hasResult) return;
-  dragFrom = pixelAt(event);
+  dragFrom = tool() === "brush" ? pixelAt(event, (v) => v) : pixelAt(event);
+  if (tool() === "brush") { paintDisk(dragFrom[0], dragFrom[1], Number($("radius").value) || 1); showMask(); }
   $("result").setPointerCapture(event.pointerId);
 });
 $("result").addEventListener("pointermove", (event) => { if (dragFrom) dragTo(event); });
@@ -128,14 +174,14 @@ worker.postMessage({
 
 function start(kind) {
   if (current || !info) return;
-  current = { id: ++runs, kind, started: performance.now() };
+  current = { id: ++runs, kind, started: performance.now(), region: kind === "edit" ? region() : null };
   $("generate").disabled = true;
   updateEdit();
   document.body.dataset.state = "running";
   setProgress(0);
   $("status").textContent = kind === "edit" ? "Encoding the image and the prompt…" : "Encoding the prompt…";
   worker.postMessage({ type: kind, id: current.id, prompt: $("prompt").value, seed: Number($("seed").value),
-    options: { cfg: Number($("cfg").value) }, box });
+    options: { cfg: Number($("cfg").value) }, ...(current.region ?? {}) });
 }
 
 $("form").addEventListener("submit", (event) => { event.preventDefault(); start("generate"); });

@@ -4,9 +4,10 @@
 // then result_1.png, result_2.png, ... for the further triples) and a screenshot, and print one JSON
 // line: the page's state, what it painted and when during the first run (the page's window.hart
 // record), the time until "Ready", each image's time and, per triple, the sampled token ids.
-// With EDIT='{"box": [x0, y0, x1, y1], "prompt": ..., "seed": ..., "cfg": ...}' in the environment, it then
-// draws that box on the last result and clicks "Edit the box": edit_input.png (what the edit started from),
-// edit.png and the edit's ids ("edit" in the JSON line: sampled ids and imageIds, the ids the image used).
+// With EDIT='[{"box": [x0, y0, x1, y1] | "brush": {"points": [[x, y], ...], "radius": r}, "prompt": ...,
+// "seed": ..., "cfg": ...}, ...]' in the environment, it then marks each region on the last result in turn
+// and clicks "Edit the region": edit_input_K.png (what edit K started from), edit_K.png and its ids ("edits"
+// in the JSON line: sampled ids, imageIds (the ids the image used) and the region the page sent).
 //   node e2e.mjs URL OUT_DIR PROMPT SEED CFG [RUNS [PROMPT SEED CFG]...]
 import { writeFileSync } from "node:fs";
 import { chromium } from "playwright-core";
@@ -45,24 +46,25 @@ try {
       job.firstRun ??= clicks;
     }
   }
-  let edited = null;
-  if (process.env.EDIT && await page.evaluate(() => document.body.dataset.state) !== "error") {
-    const job = JSON.parse(process.env.EDIT);
-    const png = (id) => page.evaluate((i) => document.getElementById(i).toDataURL("image/png"), id);
-    writeFileSync(`${out}/edit_input.png`, Buffer.from((await png("result")).split(",")[1], "base64"));
+  const edits = [];
+  const png = (id) => page.evaluate((i) => document.getElementById(i).toDataURL("image/png"), id);
+  for (const [k, job] of (process.env.EDIT ? JSON.parse(process.env.EDIT) : []).entries()) {
+    if (await page.evaluate(() => document.body.dataset.state) === "error") break;
+    writeFileSync(`${out}/edit_input_${k}.png`, Buffer.from((await png("result")).split(",")[1], "base64"));
     await page.fill("#prompt", job.prompt);
     await page.fill("#seed", String(job.seed));
     await page.fill("#cfg", String(job.cfg));
-    await page.evaluate((b) => window.hartSetBox(...b), job.box);
+    if (job.brush) await page.evaluate(({ points, radius }) => window.hartBrush(points, radius), job.brush);
+    else await page.evaluate((b) => window.hartSetBox(...b), job.box);
     await page.click("#edit");
     clicks++;
     await page.waitForFunction((n) => window.hart.runs.length >= n || document.body.dataset.state === "error",
       clicks, { timeout: 300000 });
-    if (await page.evaluate(() => document.body.dataset.state) !== "error") {
-      writeFileSync(`${out}/edit.png`, Buffer.from((await png("result")).split(",")[1], "base64"));
-      const run = await page.evaluate((n) => window.hart.runs.find((r) => r.run === n), clicks);
-      edited = { ...job, image: "edit.png", input: "edit_input.png", kind: run.kind, ids: run.ids, imageIds: run.imageIds };
-    }
+    if (await page.evaluate(() => document.body.dataset.state) === "error") break;
+    writeFileSync(`${out}/edit_${k}.png`, Buffer.from((await png("result")).split(",")[1], "base64"));
+    const run = await page.evaluate((n) => window.hart.runs.find((r) => r.run === n), clicks);
+    edits.push({ ...job, image: `edit_${k}.png`, input: `edit_input_${k}.png`, kind: run.kind, ids: run.ids,
+      imageIds: run.imageIds, region: run.region });
   }
   const state = await page.evaluate((repeats) => {
     const { isolated, ready, paints, progress, runs } = window.hart ?? // absent if app.mjs did not run
@@ -92,7 +94,7 @@ try {
       ids: run?.ids ?? null };
   });
   await page.screenshot({ path: `${out}/screenshot.png`, fullPage: true });
-  console.log(JSON.stringify({ ...state, edit: edited, logs }));
+  console.log(JSON.stringify({ ...state, edits, logs }));
 } finally {
   await browser.close();
 }

@@ -2,8 +2,9 @@
 // the page's thread, so the page keeps painting. Messages:
 //   page -> worker  {type: "load", model, backend?, threads?, optimize?}
 //                   {type: "generate", id, prompt, seed, options}  (options: generate's, e.g. {cfg})
-//                   {type: "edit", id, prompt, seed, options, box: [x0, y0, x1, y1]}  (redraws the box of the
-//                   last result, in its pixels; options also threshold, fill, paste as hart_runtime.edit)
+//                   {type: "edit", id, prompt, seed, options, box: [x0, y0, x1, y1] | mask: [0/1 per pixel]}
+//                   (redraws the box, or the brushed pixels, of the last result, in its pixels; options also
+//                   threshold, fill, paste, feather as hart_runtime.edit)
 //                   {type: "painted"}  (the page painted the last preview; the next one may be decoded)
 //   worker -> page  {type: "ready", ...}  {type: "progress", id, scale, scales}
 //                   {type: "preview" | "final", id, scale, width, height, pixels, ...}  {type: "error", message}
@@ -89,7 +90,7 @@ async function load({ model: modelUrl, backend: wanted, threads, optimize }) {
   });
 }
 
-async function run({ type, id, prompt, seed, options = {}, box = null }) {
+async function run({ type, id, prompt, seed, options = {}, box = null, mask: brushed = null }) {
   const started = performance.now();
   const scales = model.manifest.schedule.patch_nums;
   const totals = {};
@@ -118,12 +119,20 @@ async function run({ type, id, prompt, seed, options = {}, box = null }) {
   if (type === "edit") {
     if (!lastResult) throw new Error("generate an image first; an edit redraws a region of the last result");
     const { width: size, pixels } = lastResult, [x0, y0, x1, y1] = box ?? [];
-    if (!(0 <= x0 && x0 < x1 && x1 <= size && 0 <= y0 && y0 < y1 && y1 <= size)) {
-      throw new Error(`draw a box inside the ${size}x${size} image first`);
+    const mask = new Uint8Array(size * size);
+    if (brushed) { // the brush's 0/1 mask of the result
+      if (brushed.length !== size * size || !brushed.some((v) => v === 1)) {
+        throw new Error(`brush over the part of the ${size}x${size} image to edit first`);
+      }
+      mask.set(brushed);
+    } else {
+      if (!(0 <= x0 && x0 < x1 && x1 <= size && 0 <= y0 && y0 < y1 && y1 <= size)) {
+        throw new Error(`draw a box inside the ${size}x${size} image first`);
+      }
+      for (let y = y0; y < y1; y++) mask.fill(1, y * size + x0, y * size + x1);
     }
-    const rgb = new Float32Array(3 * size * size), mask = new Uint8Array(size * size);
+    const rgb = new Float32Array(3 * size * size);
     for (let i = 0; i < size * size; i++) for (let c = 0; c < 3; c++) rgb[3 * i + c] = Math.fround(pixels[4 * i + c] / 255);
-    for (let y = y0; y < y1; y++) mask.fill(1, y * size + x0, y * size + x1);
     result = await edit(ort, model.manifest, sessions, rgb, mask, prompt, seed, options, onScale);
   } else {
     result = await generate(ort, model.manifest, sessions, prompt, seed, options, onScale);

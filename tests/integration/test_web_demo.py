@@ -19,6 +19,7 @@ from PIL import Image
 
 from hart.demo import ORT_DIST, WEB_ROOT, make_server
 from hart.errors import HartError
+from hart.portable import edit as edit_rules
 from hart.portable.spec import to_uint8
 from hart.runtime.onnx_pipeline import OnnxPipeline
 
@@ -136,8 +137,17 @@ PAIRS = [("a large red circle in the center on a gray background", 3, 3.0),
          ("a big white disc against a blue background", 0, 3.0)]
 
 
-# a box redrawn on the page's last result (image pixels), compared with Python's edit of the same image
-EDIT = {"box": [8, 24, 40, 56], "prompt": "a small green square on a gray background", "seed": 5, "cfg": 2}
+# a box, then a brush stroke, redrawn on the page's last result (image pixels), each compared with Python's
+# edit of the same image and region
+EDITS = [{"box": [8, 24, 40, 56], "prompt": "a small green square on a gray background", "seed": 5, "cfg": 2},
+         {"brush": {"points": [[44.5, 10], [50, 14.25], [55.5, 18]], "radius": 5},
+          "prompt": "a small red circle on a gray background", "seed": 2, "cfg": 2}]
+
+
+def brush_mask(points: list, radius: float, size: int) -> np.ndarray:
+    """The page's brush: pixel (x, y) is painted when (x + 0.5 - cx)^2 + (y + 0.5 - cy)^2 <= r^2 (app.mjs)."""
+    y, x = np.mgrid[:size, :size] + 0.5
+    return np.any([(x - cx) ** 2 + (y - cy) ** 2 <= radius ** 2 for cx, cy in points], axis=0)
 
 
 @pytest.mark.slow
@@ -153,7 +163,7 @@ def test_the_page_generates_the_python_runtimes_image(onnx_export, tmp_path, cap
         (prompt, seed, cfg), more = PAIRS[0], [str(v) for pair in PAIRS[1:] for v in pair]
         result = subprocess.run([node, str(WEB_ROOT / "e2e.mjs"), url, str(tmp_path), prompt, str(seed), str(cfg), "2",
                                  *more], capture_output=True, text=True, timeout=600, cwd=WEB_ROOT,
-                                env={**os.environ, "EDIT": json.dumps(EDIT)})
+                                env={**os.environ, "EDIT": json.dumps(EDITS)})
     finally:
         server.shutdown()
     assert result.returncode == 0, result.stderr
@@ -200,19 +210,26 @@ def test_the_page_generates_the_python_runtimes_image(onnx_export, tmp_path, cap
         psnr = 10 * np.log10(1 / mse) if mse else np.inf
         assert psnr >= 40, (entry["prompt"], entry["seed"], psnr)
 
-    # the page's edit of a box on its last result: Python's ids (kept and sampled) and Python's image
-    edit = page["edit"]
-    assert edit is not None and edit["kind"] == "edit", page
-    source = np.asarray(Image.open(tmp_path / edit["input"]).convert("RGB"), dtype=np.float32) / np.float32(255)
-    region = np.zeros((1, 64, 64), bool)
-    x0, y0, x1, y1 = EDIT["box"]
-    region[0, y0:y1, x0:x1] = True
-    python = pipeline.edit(source[None], region, [EDIT["prompt"]], seed=EDIT["seed"], cfg=EDIT["cfg"])
-    for name, theirs in (("ids", python.ids), ("imageIds", python.image_ids)):
-        differing = [int(np.sum(np.asarray(ids).reshape(-1) != np.asarray(web)))
-                     for ids, web in zip(theirs, edit[name], strict=True)]
-        assert differing == [0] * len(theirs), (name, differing)
-    browser = np.asarray(Image.open(tmp_path / edit["image"]).convert("RGB"), dtype=np.float64)
-    mse = np.mean(((browser - to_uint8(python.images)[0].astype(np.float64)) / 255) ** 2)
-    assert (10 * np.log10(1 / mse) if mse else np.inf) >= 40
-    assert np.array_equal(browser[:y0 - 2], np.asarray(Image.open(tmp_path / edit["input"]).convert("RGB"))[:y0 - 2])
+    # the page's edits of a box and a brushed region of its last result: Python's ids (kept and sampled) and
+    # Python's image; pixels away from the region are the input's
+    assert [e["kind"] for e in page["edits"]] == ["edit", "edit"], page
+    for edit, wanted in zip(page["edits"], EDITS, strict=True):
+        source = np.asarray(Image.open(tmp_path / edit["input"]).convert("RGB"), dtype=np.float32) / np.float32(255)
+        if "box" in wanted:
+            x0, y0, x1, y1 = wanted["box"]
+            region = np.zeros((64, 64), bool)
+            region[y0:y1, x0:x1] = True
+            assert edit["region"] == {"box": wanted["box"]}
+        else:
+            region = brush_mask(wanted["brush"]["points"], wanted["brush"]["radius"], 64)
+            assert np.array_equal(np.asarray(edit["region"]["mask"], bool).reshape(64, 64), region)
+        python = pipeline.edit(source[None], region[None], [wanted["prompt"]], seed=wanted["seed"], cfg=wanted["cfg"])
+        for name, theirs in (("ids", python.ids), ("imageIds", python.image_ids)):
+            differing = [int(np.sum(np.asarray(ids).reshape(-1) != np.asarray(web)))
+                         for ids, web in zip(theirs, edit[name], strict=True)]
+            assert differing == [0] * len(theirs), (name, differing)
+        browser = np.asarray(Image.open(tmp_path / edit["image"]).convert("RGB"), dtype=np.float64)
+        mse = np.mean(((browser - to_uint8(python.images)[0].astype(np.float64)) / 255) ** 2)
+        assert (10 * np.log10(1 / mse) if mse else np.inf) >= 40
+        away = ~edit_rules.dilate(region, 2)
+        assert np.array_equal(browser[away], np.asarray(Image.open(tmp_path / edit["input"]).convert("RGB"))[away])
