@@ -120,11 +120,25 @@ def _write_batches(make: Callable[[list[str], list[int], bool], object], jobs: l
 
 
 def generate(args: argparse.Namespace) -> None:
-    jobs, paths, sampling, _ = _prepare(args, args.prompts)
+    jobs, paths, sampling, config = _prepare(args, args.prompts)
+    size = None
+    if args.size is not None:  # checked before the model loads, like everything else
+        from hart.canvas import OVERLAP, available_memory
+        from hart.portable import canvas
+
+        size = canvas.parse_size(args.size)
+        canvas.check_memory(size, min(args.batch_size, len(jobs)), available_memory())
+        canvas.plan(size, config.image_size, config.latent_size, OVERLAP)
     started = time.perf_counter()
     loop, where = _open(args)
-    seconds = _write_batches(lambda prompts, seeds, bar: loop.generate(prompts, seed=seeds, show_progress=bar,
-                                                                       **sampling), jobs, paths, args.batch_size)
+    def make(prompts: list[str], seeds: list[int], bar: bool):
+        if size is None:
+            return loop.generate(prompts, seed=seeds, show_progress=bar, **sampling)
+        from hart.canvas import draw
+
+        return draw(loop, prompts, size, seeds, show_progress=bar, **sampling)
+
+    seconds = _write_batches(make, jobs, paths, args.batch_size)
     print(f"{len(paths)} image(s) in {time.perf_counter() - started:.2f} s "
           f"(generation {seconds:.2f} s on {where}, {args.batch_size} at a time)")
 

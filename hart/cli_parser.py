@@ -102,6 +102,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     gen = commands.add_parser("generate", help="generate images from prompts")
     gen.add_argument("prompts", nargs="+", metavar="PROMPT")
+    gen.add_argument("--size", metavar="WxH", default=None,
+                     help="a canvas larger than the trained size, in pixels (multiples of the latent cell), drawn "
+                          "window by window, e.g. 256x64")
     _add_image_arguments(gen, "hart.png")
 
     edit = commands.add_parser("edit", help="redraw a region of an image from a prompt (inpainting)")

@@ -105,6 +105,16 @@ class Backend(Protocol):
         """images [B, 3, H, W] float32 in [0, 1] -> the tokenizer's ids per scale [B, n*n] (numpy) and its
         continuous residual [B, N*N, C_vae] (backend array): what editing keeps outside the mask."""
 
+    def quantize(self, latents: np.ndarray) -> tuple[list[np.ndarray], Any]:
+        """latents [B, C_vae, N, N] float32 (numpy) -> the quantizer's ids per scale [B, n*n] (numpy) and its
+        residual [B, N*N, C_vae] (backend array): a canvas window keeps what is already drawn, re-quantized."""
+
+    def latents(self, f_hat: Any) -> np.ndarray:
+        """A final f_hat [B, C_vae, N, N] as float32 numpy (a canvas stitches windows' latents)."""
+
+    def decode_latents(self, latents: np.ndarray) -> Any:
+        """decode() of latents [B, C_vae, N, N] given as float32 numpy."""
+
     def host(self, array: Any) -> Any:
         """A result array moved to the host (numpy stays numpy; torch tensors go to the CPU)."""
 
@@ -134,6 +144,7 @@ class Generation:
     timings: dict[str, float] = field(default_factory=dict)  # stage -> seconds ("scale_3", "decode", ...)
     discrete_images: Any | None = None  # the same tokens decoded without the residual (if asked)
     image_ids: list[np.ndarray] | None = None  # per scale [B, n*n]: the ids the image was made from (None: `ids`)
+    latents: np.ndarray | None = None  # [B, C_vae, N, N] float32: the final f_hat, when not decoded (decode=False)
 
     def pil_images(self) -> list:
         from PIL import Image
@@ -185,7 +196,7 @@ class GenerationLoop:
                  temperature: float | None = None, gumbel: bool | None = None, residual: bool = True,
                  residual_guidance: float | None = None, forced: ForcedTokens | None = None,
                  discrete_too: bool = False, show_progress: bool = False,
-                 callback: Callable[[StageEvent], None] | None = None) -> Generation:
+                 callback: Callable[[StageEvent], None] | None = None, decode: bool = True) -> Generation:
         """Generate one image per prompt. Unset sampling arguments take the model config's defaults.
 
         seed: an int (image i uses seed + i) or one seed per prompt. top_k: one value or one per scale
@@ -195,7 +206,8 @@ class GenerationLoop:
         edit); the result still reports the sampled ids in `ids`, and the ids used in `image_ids`.
         discrete_too: also decode the same tokens
         without the residual. callback: sees every stage (with f_hat after each scale, for previews).
-        show_progress: a progress bar over the stages.
+        show_progress: a progress bar over the stages. decode=False: no image; `latents` holds the final
+        f_hat instead (a canvas decodes its stitched latent once).
         """
         prompts = check_prompts(prompts)
         seeds = rng.resolve_seeds(seed, len(prompts))
@@ -215,7 +227,8 @@ class GenerationLoop:
         clock = _StageClock(self.backend, callback, make_bar)
         try:
             parts = [self._run(prompts[i:i + step], seeds[i:i + step], settings, residual,
-                               None if forced is None else forced.rows(i, i + step), discrete_too, clock)
+                               None if forced is None else forced.rows(i, i + step), discrete_too and decode, clock,
+                               decode)
                      for i in range(0, len(prompts), step)]
         finally:
             if clock.bar is not None:
@@ -250,7 +263,7 @@ class GenerationLoop:
         return result
 
     def _run(self, prompts: list[str], seeds: list[int], settings: SamplingSettings, residual: bool,
-             forced: ForcedTokens | None, discrete_too: bool, clock: _StageClock) -> Generation:
+             forced: ForcedTokens | None, discrete_too: bool, clock: _StageClock, decode: bool = True) -> Generation:
         backend, schedule, batch = self.backend, self.schedule, len(prompts)
         last, vocab = schedule.num_scales - 1, self.config.tokenizer.vocab_size
         clock.start()
@@ -299,12 +312,13 @@ class GenerationLoop:
         clock.stop("residual" if residual else "codes", last, f_final)
 
         clock.start()
-        images = backend.decode(f_final)
+        images = backend.decode(f_final) if decode else None
         discrete = backend.decode(backend.final(f_hat, ids, soft, None)) if discrete_too else None
-        clock.stop("decode")
+        clock.stop("decode" if decode else "latents")
         return Generation(images, [backend.host_ids(i) for i in sampled],
                           None if residual_tokens is None else backend.host(residual_tokens), seeds,
-                          discrete_images=discrete, image_ids=None if forced is None else used)
+                          discrete_images=discrete, image_ids=None if forced is None else used,
+                          latents=None if decode else backend.latents(f_final))
 
     def _soft_codes(self, values: np.ndarray, candidates: np.ndarray | None, seeds: list[int], si: int,
                     settings: SamplingSettings, batch: int, tokens: int) -> SoftCodes:
@@ -331,5 +345,6 @@ class GenerationLoop:
         ids = [concat(list(scale)) for scale in zip(*(p.ids for p in parts))]
         image_ids = None if first.image_ids is None else [np.concatenate(scale) for scale in
                                                           zip(*(p.image_ids for p in parts))]
+        latents = None if first.latents is None else np.concatenate([p.latents for p in parts])
         return Generation(joined("images"), ids, joined("residual"), seeds, timings, joined("discrete_images"),
-                          image_ids)
+                          image_ids, latents)

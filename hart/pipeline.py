@@ -116,6 +116,17 @@ class TorchBackend:
         tokens = self.model.tokenizer.encode(torch.from_numpy(images).to(self.device, self.dtype))
         return [ids.cpu().numpy() for ids in tokens.ids], tokens.residual
 
+    def quantize(self, latents: np.ndarray) -> tuple[list[np.ndarray], torch.Tensor]:
+        ids, residual = self.quantizer.encode(torch.from_numpy(np.ascontiguousarray(latents)).to(self.device))
+        return [i.cpu().numpy() for i in ids], residual
+
+    @staticmethod
+    def latents(f_hat: torch.Tensor) -> np.ndarray:
+        return f_hat.float().cpu().numpy()
+
+    def decode_latents(self, latents: np.ndarray) -> torch.Tensor:
+        return self.decode(torch.from_numpy(np.ascontiguousarray(latents, dtype=np.float32)).to(self.device))
+
     def host(self, array: torch.Tensor) -> torch.Tensor:
         return array.cpu()
 
@@ -147,8 +158,14 @@ class HARTPipeline:
         return self.generate(prompts, **kwargs).pil_images()
 
     @torch.inference_mode()
-    def generate(self, prompts: list[str], seed: int | Sequence[int] = 0, **kwargs) -> Generation:
-        """GenerationLoop.generate on this model (same arguments)."""
+    def generate(self, prompts: list[str], seed: int | Sequence[int] = 0, size: tuple[int, int] | None = None,
+                 **kwargs):
+        """GenerationLoop.generate on this model (same arguments). size=(W, H) pixels larger than the trained
+        size draws a canvas window by window (hart.canvas.draw; the result's `images` are numpy)."""
+        if size is not None:
+            from hart.canvas import draw
+
+            return draw(self.loop, prompts, size, seed, **kwargs)
         return self.loop.generate(prompts, seed=seed, **kwargs)
 
     @torch.inference_mode()

@@ -9,8 +9,8 @@ import torch
 import torch.nn as nn
 
 from hart.components import HARTModel
-from hart.export.wrappers import (ConditionGraph, DecoderGraph, EncoderGraph, FinalUpdateGraph, ResidualGraph,
-                                  StepGraph, TextEncoderGraph, UpdateGraph)
+from hart.export.wrappers import (ConditionGraph, DecoderGraph, EncoderGraph, FinalUpdateGraph, QuantizeGraph,
+                                  ResidualGraph, StepGraph, TextEncoderGraph, UpdateGraph)
 from hart.sampling import ResidualSampler
 
 Dim = torch.export.Dim
@@ -90,4 +90,8 @@ def graph_specs(model: HARTModel, batch: int = 2) -> list[GraphSpec]:
         ["image"], ["ids", "residual"], {"image": {0: b_dim}},
         "VQGAN encoder + multi-scale quantizer: image in [0, 1] -> ids of every scale, continuous residual "
         "(editing keeps them outside the mask)"))
+    specs.append(GraphSpec(
+        "quantize", QuantizeGraph(model.tokenizer), (f_hat,), ["f_hat"], ["ids", "residual"], {"f_hat": {0: b_dim}},
+        "multi-scale quantizer alone: latent f_hat -> ids of every scale, continuous residual (a canvas window "
+        "keeps what is already drawn)"))
     return specs

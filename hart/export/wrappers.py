@@ -150,3 +150,16 @@ class EncoderGraph(nn.Module):
     def forward(self, image: torch.Tensor):
         tokens = self.tokenizer.encode(image)
         return torch.cat(tokens.ids, dim=1), tokens.residual
+
+
+class QuantizeGraph(nn.Module):
+    """The multi-scale quantizer alone: a latent -> ids of every scale and the residual (a canvas window
+    re-quantizes the part of its latent that is already drawn, with no pixel round trip)."""
+
+    def __init__(self, tokenizer: HybridTokenizer):
+        super().__init__()
+        self.tokenizer = holding(tokenizer, "quantizer")
+
+    def forward(self, f_hat: torch.Tensor):
+        ids, residual = self.tokenizer.quantizer.encode(f_hat)
+        return torch.cat(ids, dim=1), residual

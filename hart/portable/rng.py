@@ -29,6 +29,10 @@ image of a batch has its own seed, so a batch equals the images generated one by
     residual_stream(k)    = 2048 + k     k = 0: the starting noise x_T; k = 1..S-1: the noise added
                                           after denoising step k; normals in (token, channel) order
 
+A canvas larger than the trained size draws window (row, col) with its own seed (hart.portable.canvas):
+    window_seed(seed, 0, 0)   = seed     (the first window is the image of the seed itself)
+    window_seed(seed, r, c)   = key(seed, 2**32 + r * 2**16 + c)   otherwise (r, c < 2**16)
+
 This module imports numpy only (no torch): the torch-free runtime uses it as is.
 """
 
@@ -44,6 +48,8 @@ MIX2 = 0x94D049BB133111EB
 TOKEN_STREAM_BASE = 0
 GUMBEL_STREAM_BASE = 1024
 RESIDUAL_STREAM_BASE = 2048
+WINDOW_STREAM_BASE = 1 << 32
+MAX_WINDOWS_PER_SIDE = 1 << 16
 
 
 def token_stream(scale_index: int) -> int:
@@ -56,6 +62,15 @@ def gumbel_stream(scale_index: int) -> int:
 
 def residual_stream(block: int) -> int:
     return RESIDUAL_STREAM_BASE + block
+
+
+def window_seed(seed: int, row: int, col: int) -> int:
+    """The seed of window (row, col) of a canvas; (0, 0) keeps `seed`."""
+    if not (0 <= row < MAX_WINDOWS_PER_SIDE and 0 <= col < MAX_WINDOWS_PER_SIDE):
+        raise ValueError(f"window ({row}, {col}) is outside the {MAX_WINDOWS_PER_SIDE} windows a side the RNG numbers")
+    if row == col == 0:
+        return check_seed(seed)
+    return stream_key(seed, WINDOW_STREAM_BASE + row * MAX_WINDOWS_PER_SIDE + col)
 
 
 def _mix_int(z: int) -> int:
@@ -151,6 +166,8 @@ def spec() -> dict:
             "gumbel": f"{GUMBEL_STREAM_BASE} + scale_index",
             "residual": f"{RESIDUAL_STREAM_BASE} + k (k=0: x_T, k>=1: noise after step k)",
         },
+        "window_seed": f"canvas window (r, c): seed itself for (0, 0), else key(seed, {WINDOW_STREAM_BASE} + r * "
+                       f"{MAX_WINDOWS_PER_SIDE} + c) used as that window's seed",
         "per_image_seed": "image i of a batch uses seed + i unless seeds are given per image",
     }
 

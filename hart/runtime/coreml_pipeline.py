@@ -85,9 +85,8 @@ class CoreMLBackend(GraphBackend):
             return super().encode_image(images)  # the one sentence about exports without an encoder
         outputs = [self.models["encoder"].predict({"image": np.ascontiguousarray(image[None], dtype=np.float32)})
                    for image in images]
-        ids = np.concatenate([o["ids"] for o in outputs]).astype(np.int64)
-        ends = np.cumsum([n * n for n in self.config.patch_nums])
-        return np.split(ids, ends[:-1], axis=1), np.concatenate([o["residual"] for o in outputs]).astype(np.float32)
+        ids = np.concatenate([o["ids"] for o in outputs])
+        return self.split_ids(ids), np.concatenate([o["residual"] for o in outputs]).astype(np.float32)
 
     def decode(self, f_hat):
         return self.models["decoder"].predict({"f_hat": f_hat})["image"].astype(np.float32)

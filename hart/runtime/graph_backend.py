@@ -129,8 +129,26 @@ class GraphBackend:
             raise DependencyError("this export has no encoder graph, which editing needs; re-export it with this "
                                   "version of hart (hart export onnx)")
         ids, residual = self.run("encoder", image=np.ascontiguousarray(images, dtype=np.float32))
+        return self.split_ids(ids), residual
+
+    def quantize(self, latents: np.ndarray) -> tuple[list[np.ndarray], np.ndarray]:
+        if not self.can_run("quantize"):
+            raise DependencyError("this export has no quantize graph, which canvases larger than the trained size "
+                                  "need; re-export it with this version of hart (hart export onnx)")
+        ids, residual = self.run("quantize", f_hat=np.ascontiguousarray(latents, dtype=np.float32))
+        return self.split_ids(ids), residual
+
+    def split_ids(self, ids: np.ndarray) -> list[np.ndarray]:
+        """[B, sum(n*n)] ids of every scale, concatenated in patch_nums order -> per scale [B, n*n] int64."""
         ends = np.cumsum([n * n for n in self.config.patch_nums])
-        return np.split(ids.astype(np.int64), ends[:-1], axis=1), residual
+        return np.split(np.asarray(ids).astype(np.int64), ends[:-1], axis=1)
+
+    @staticmethod
+    def latents(f_hat: np.ndarray) -> np.ndarray:
+        return np.asarray(f_hat, dtype=np.float32)
+
+    def decode_latents(self, latents: np.ndarray) -> np.ndarray:
+        return self.decode(np.ascontiguousarray(latents, dtype=np.float32))
 
     @staticmethod
     def host(array: np.ndarray) -> np.ndarray:

@@ -160,6 +160,9 @@ def test_images_made_a_few_at_a_time_equal_one_batch(tmp_path):
     (["demo", "web", "--port", "99999"], "'99999' is not a port number"),
     (["generate", "a red circle", "--text-encoder", "/nope"], "--text-encoder is for models that use Qwen2"),
     (["info", "-v", "--json", "nope"], "'nope' is neither a model folder nor a preset"),
+    (["generate", "a red circle", "--size", "250x64"], "multiples of the model's latent cell, 8 pixels"),
+    (["generate", "a red circle", "--size", "1000000x1000000"], "GiB of memory is available"),
+    (["generate", "a red circle", "--size", "wide"], "--size takes WIDTHxHEIGHT"),
 ])
 def test_more_one_line_errors(args, message, tmp_path):
     result = run_hart(*args, cwd=tmp_path)
@@ -221,3 +224,10 @@ def test_outpaint_places_the_image_and_draws_the_margins(tmp_path):
         refused = run_hart("outpaint", str(tmp_path / "in.png"), *args, "a red square", "-o", str(tmp_path / "x.png"))
         assert refused.returncode == 2 and message in refused.stderr, refused.stderr
         assert not (tmp_path / "x.png").exists()
+
+
+def test_generate_draws_a_canvas_of_the_asked_size(tmp_path):
+    result = run_hart("generate", "a red circle on a blue background", "--size", "128x64", "-n", "2", "-o",
+                      str(tmp_path / "wide.png"))
+    assert result.returncode == 0, result.stderr
+    assert [Image.open(tmp_path / f"wide-{i}.png").size for i in range(2)] == [(128, 64)] * 2

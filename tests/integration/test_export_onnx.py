@@ -11,7 +11,7 @@ import onnx
 import pytest
 
 from hart.checkpoints import load_pretrained
-from hart.errors import CheckpointError
+from hart.errors import CheckpointError, DependencyError
 from hart.export.parity import THRESHOLDS, ParityError
 from hart.pipeline import HARTPipeline
 from hart.runtime.manifest import read_manifest
@@ -106,7 +106,8 @@ def test_a_precision_that_misses_its_thresholds_writes_nothing_and_says_what(exp
 def test_manifest_describes_every_graph(export):
     manifest = read_manifest(export / "int8")
     graphs = manifest.graphs
-    assert set(graphs) == {"text_encoder", "condition", "step", "update_final", "residual", "decoder", "encoder"} | {
+    assert set(graphs) == {"text_encoder", "condition", "step", "update_final", "residual", "decoder", "encoder",
+                           "quantize"} | {
         f"update_{si}" for si in range(len(manifest.schedule.patch_nums) - 1)}
     step = graphs["step"]
     assert [i["name"] for i in step.inputs] == ["x", "cond_blocks", "cond_head", "cos", "sin", "past_k", "past_v"]
@@ -164,6 +165,20 @@ def test_onnx_fp32_edits_keep_and_sample_the_ids_torch_does(export):
     for precision in ("fp32", "int8"):
         agreement = read_manifest(export / precision, verify=False).parity["encoder_token_agreement"]
         assert agreement == 1.0 if precision == "fp32" else agreement > 0.8, (precision, agreement)
+
+
+def test_onnx_fp32_draws_torchs_panorama(export):
+    """A canvas re-quantizes its drawn latent with the quantize graph: one seed, the same panorama on both."""
+    from hart.canvas import draw
+
+    prompts = ["a red circle on a blue background", "a white star on a black background"]
+    want = draw(HARTPipeline.from_pretrained("tiny", "cpu").loop, prompts, (160, 64), seed=[0, 9])
+    got = draw(OnnxPipeline(export / "fp32"), prompts, (160, 64), seed=[0, 9])
+    assert np.abs(want.latents - got.latents).max() < 1e-3 and np.abs(want.images - got.images).max() < 1e-3
+    old = OnnxPipeline(export / "fp32")
+    old.backend.can_run = lambda name: name != "quantize"  # an export made before canvases existed
+    with pytest.raises(DependencyError, match="no quantize graph, which canvases larger than the trained size"):
+        draw(old, prompts[:1], (128, 64))
 
 
 def _flip_last_byte(path):

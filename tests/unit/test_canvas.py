@@ -1,0 +1,126 @@
+"""Canvases of any size (hart.portable.canvas, hart.canvas): the plan, the fill, the window seeds, and the
+invariants of drawing through the one loop."""
+
+import numpy as np
+import pytest
+
+from hart import canvas as drawing
+from hart.errors import ConfigError
+from hart.pipeline import HARTPipeline
+from hart.portable import canvas, rng
+
+PROMPT = "a red circle on a blue background"
+
+
+@pytest.fixture(scope="module")
+def pipe():
+    return HARTPipeline.from_pretrained("tiny", "cpu")
+
+
+def test_windows_cover_the_canvas_in_raster_order_and_the_last_is_flush():
+    plan = canvas.plan((200, 72), 64, 8, 4)  # 25 x 9 cells
+    assert (plan.width, plan.height, plan.pixels) == (25, 9, (200, 72))
+    assert [(w.y, w.x) for w in plan.windows] == [(y, x) for y in (0, 1) for x in (0, 4, 8, 12, 16, 17)]
+    assert [(w.row, w.col) for w in plan.windows][:7] == [(0, c) for c in range(6)] + [(1, 0)]
+    covered = np.zeros((plan.height, plan.width), int)
+    for w in plan.windows:
+        covered[w.y:w.y + 8, w.x:w.x + 8] += 1
+    assert covered.min() >= 1
+    assert len(canvas.plan((64, 64), 64, 8, 4).windows) == 1
+
+
+@pytest.mark.parametrize("size, overlap, message", [
+    ((250, 64), 4, "multiples of the model's latent cell, 8 pixels (got 250x64; e.g. 248x64)"),
+    ((32, 64), 4, "at least the trained size 64x64 (got 32x64)"),
+    ((0, 64), 4, "at least the trained size"),
+    ((128, 64), 8, "overlap must be 0 to 7 latent cells (got 8)"),
+    ((8 * 2**22, 64), 4, "a canvas side can be at most"),
+])
+def test_bad_sizes_are_one_sentence(size, overlap, message):
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        canvas.plan(size, 64, 8, overlap)
+
+
+@pytest.mark.parametrize("text", ["256", "256x", "x64", "-8x64", "8.5x64", "256x64x2"])
+def test_sizes_are_parsed_strictly(text):
+    with pytest.raises(ConfigError, match="--size takes WIDTHxHEIGHT"):
+        canvas.parse_size(text)
+    assert canvas.parse_size("256X64") == (256, 64)
+
+
+def test_a_canvas_too_large_for_memory_is_refused_before_anything_is_allocated():
+    with pytest.raises(ConfigError, match=r"needs about .* GiB for 2 image\(s\); 1.0 GiB of memory is available"):
+        canvas.check_memory((65536, 65536), 2, 2**30)
+    canvas.check_memory((65536, 65536), 2, None)  # unknown memory: not refused
+
+
+def test_fill_extends_the_known_cells_and_keeps_them():
+    latent = np.random.default_rng(0).normal(size=(3, 6, 6)).astype(np.float32)
+    known = np.zeros((6, 6), bool)
+    known[:, :2] = True
+    filled = canvas.fill_unknown(latent, known)
+    assert np.array_equal(filled[:, known], latent[:, known])
+    assert np.allclose(filled[:, :, 2:], filled[:, :, 1:2])  # each row continues its last known cell
+    assert np.array_equal(canvas.fill_unknown(latent, np.zeros((6, 6), bool)), latent)
+
+
+def test_window_seeds_start_with_the_seed_and_are_the_specs_keys():
+    assert rng.window_seed(7, 0, 0) == 7
+    assert rng.window_seed(7, 0, 1) == rng.stream_key(7, 2**32 + 1)
+    assert rng.window_seed(7, 2, 3) == rng.stream_key(7, 2**32 + 2 * 2**16 + 3)
+    assert len({rng.window_seed(7, r, c) for r in range(4) for c in range(4)}) == 16
+    with pytest.raises(ValueError, match="outside the 65536 windows"):
+        rng.window_seed(7, 2**16, 0)
+
+
+def test_tile_weights_are_positive_and_symmetric():
+    weights = canvas.tile_weights(64)
+    assert weights.min() > 0 and np.array_equal(weights, weights.T) and np.array_equal(weights, weights[::-1])
+
+
+def test_the_trained_size_is_plain_generation_bit_for_bit(pipe):
+    plain = pipe.generate([PROMPT], seed=[4])
+    drawn = drawing.draw(pipe.loop, [PROMPT], (64, 64), seed=[4])
+    assert np.array_equal(drawn.images, np.asarray(plain.images))
+
+
+def test_the_first_window_is_the_seeds_image_and_drawn_cells_never_change(pipe):
+    """Window (0, 0) is plain generation with the seed; each later window writes only cells not drawn yet,
+    so the first window's latent survives in the canvas as it was drawn."""
+    first = pipe.generate([PROMPT], seed=[4], decode=False)
+    drawn = drawing.draw(pipe.loop, [PROMPT], (128, 64), seed=[4])
+    assert drawn.images.shape == (1, 3, 64, 128) and np.isfinite(drawn.images).all()
+    assert np.array_equal(drawn.latents[:, :, :, :8], first.latents)
+    assert 0 <= drawn.images.min() and drawn.images.max() <= 1
+    again = drawing.draw(pipe.loop, [PROMPT], (128, 64), seed=[4])
+    assert np.array_equal(again.images, drawn.images)  # one seed, one panorama
+    other = drawing.draw(pipe.loop, [PROMPT], (128, 64), seed=[5])
+    assert not np.array_equal(other.latents[:, :, :, 8:], drawn.latents[:, :, :, 8:])
+
+
+def test_later_windows_keep_the_drawn_tokens(pipe, monkeypatch):
+    """The second window's forced tokens are the re-quantized drawn latent wherever a token's cell is at most
+    THRESHOLD undrawn, and the loop uses them."""
+    seen = []
+    generate = pipe.loop.generate
+
+    def spy(prompts, **kwargs):
+        result = generate(prompts, **kwargs)
+        seen.append((kwargs.get("forced"), result))
+        return result
+
+    monkeypatch.setattr(pipe.loop, "generate", spy)
+    drawing.draw(pipe.loop, [PROMPT], (96, 64), seed=[4])  # windows at x = 0 and 4 (half shared)
+    (none, _), (forced, result) = seen
+    assert none is None and forced is not None
+    for si, n in enumerate(pipe.config.patch_nums):
+        keep = forced.keep[si][0]
+        assert keep.any() and (~keep).any() if n > 2 else True
+        assert np.array_equal(result.image_ids[si][0][keep], np.asarray(forced.ids[si][0])[keep])
+
+
+def test_a_batch_equals_each_canvas_alone(pipe):
+    both = drawing.draw(pipe.loop, [PROMPT, "a small green square"], (96, 64), seed=[1, 2])
+    for i, (prompt, seed) in enumerate(((PROMPT, 1), ("a small green square", 2))):
+        alone = drawing.draw(pipe.loop, [prompt], (96, 64), seed=[seed])
+        assert np.abs(both.images[i] - alone.images[0]).max() < 1e-4
