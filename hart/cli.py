@@ -100,8 +100,8 @@ def _eval(args: argparse.Namespace) -> None:
 
     if args.num_prompts < 2 or args.batch_size < 1:
         raise HartError("--num-prompts must be at least 2 and --batch-size at least 1")
-    if args.task == "edit":
-        _eval_edits(args)
+    if args.task in ("edit", "canvas"):
+        (_eval_edits if args.task == "edit" else _eval_canvas)(args)
         return
     settings = EvalSettings(num_prompts=args.num_prompts, seed=args.seed, batch_size=args.batch_size, cfg=args.cfg,
                             top_k=args.top_k, temperature=args.temperature,
@@ -124,6 +124,19 @@ def _eval_edits(args: argparse.Namespace) -> None:
     results = evaluate_edits(loop, args.out, settings, args.classifier, show_progress=True)
     print(markdown(results))
     print(f"wrote {args.out}/edit.json, edit.md, edit_samples.png in {results['wall_seconds']:.0f} s")
+
+
+def _eval_canvas(args: argparse.Namespace) -> None:
+    from hart.eval.canvas_eval import CanvasEvalSettings, evaluate_canvas, markdown
+
+    loop, _ = open_loop(args.backend, args.model, args.device)
+    settings = CanvasEvalSettings(num_prompts=args.num_prompts, seed=args.seed)
+    print(f"evaluating canvases of {args.model} ({args.backend} backend): {args.num_prompts} prompts at "
+          f"{', '.join(f'{w}x' for w in settings.widths)} the trained width; writing canvas.json, canvas.md and "
+          f"canvas_samples.png to {Path(args.out).resolve()}", flush=True)
+    results = evaluate_canvas(loop, args.out, settings, args.classifier, show_progress=True)
+    print(markdown(results))
+    print(f"wrote {args.out}/canvas.json, canvas.md, canvas_samples.png in {results['wall_seconds']:.0f} s")
 
 
 def _export(args: argparse.Namespace) -> None:

@@ -149,12 +149,14 @@ def build_parser() -> argparse.ArgumentParser:
                                       help="hybrid stage: keep the --init tokenizer's codebook (fine-tuning)")
 
     evaluation = commands.add_parser("eval", help="prompt adherence and HART's ablations on held-out prompts")
-    evaluation.add_argument("--task", default="generate", choices=("generate", "edit"),
-                            help="generate: prompt adherence and ablations; edit: replace and erase objects")
+    evaluation.add_argument("--task", default="generate", choices=("generate", "edit", "canvas"),
+                            help="generate: prompt adherence and ablations; edit: replace and erase objects; "
+                                 "canvas: panoramas 1x-8x the trained width (background per window, seams, time)")
     evaluation.add_argument("--model", default="tiny", help="preset name or model folder (default tiny)")
     evaluation.add_argument("--out", default="eval", help="folder for eval.json, eval.md, samples.png")
     evaluation.add_argument("--num-prompts", type=int, default=240,
-                            help="held-out prompts (default 240); --task edit: scenes, each edited twice")
+                            help="held-out prompts (default 240); --task edit: scenes, each edited twice; "
+                                 "--task canvas: prompts, each drawn at every width")
     evaluation.add_argument("--seed", type=int, default=0)
     evaluation.add_argument("--batch-size", type=int, default=16)
     evaluation.add_argument("--cfg", type=float)

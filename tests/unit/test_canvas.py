@@ -6,6 +6,7 @@ import pytest
 
 from hart import canvas as drawing
 from hart.errors import ConfigError
+from hart.eval.canvas_eval import CanvasEvalSettings, evaluate_canvas, prompts, seam_score
 from hart.pipeline import HARTPipeline
 from hart.portable import canvas, rng
 
@@ -124,3 +125,25 @@ def test_a_batch_equals_each_canvas_alone(pipe):
     for i, (prompt, seed) in enumerate(((PROMPT, 1), ("a small green square", 2))):
         alone = drawing.draw(pipe.loop, [prompt], (96, 64), seed=[seed])
         assert np.abs(both.images[i] - alone.images[0]).max() < 1e-4
+
+
+def test_the_seam_score_sees_a_step_where_windows_meet():
+    owners = np.zeros((8, 16), int)
+    owners[:, 8:] = 1
+    y, x = np.mgrid[:64, :128].astype(np.float32)
+    ramp = np.broadcast_to((x + y) / 255, (3, 64, 128)).copy()  # the same step between any two neighbours
+    stepped = ramp.copy()
+    stepped[:, :, 64:] += 0.2
+    assert abs(seam_score(ramp, owners, 8) - 1) < 1e-3 and seam_score(stepped, owners, 8) > 10
+    assert seam_score(ramp, np.zeros((8, 16), int), 8) == 1.0
+
+
+def test_the_canvas_evaluation_writes_its_report(pipe, tmp_path):
+    settings = CanvasEvalSettings(num_prompts=2, widths=(1, 2))
+    results = evaluate_canvas(pipe.loop, tmp_path, settings)
+    assert {p.name for p in tmp_path.iterdir()} == {"canvas.json", "canvas.md", "canvas_samples.png"}
+    assert [r["width"] for r in results["canvases"]] == [1, 1, 2, 2]
+    assert 0 <= results["metrics"]["background_kept"] <= 1 and results["metrics"]["seam"] > 0
+    assert results["per_width"]["1"]["seam"] is None and "| 128x64 | 3 |" in (tmp_path / "canvas.md").read_text()
+    assert [p for p, _ in prompts(3)] == ["a red circle on a beige background", "a white star on a black background",
+                                          "a green square on a blue background"]
