@@ -77,7 +77,7 @@ IO_DESCRIPTIONS = {
 # nearest-code argmin flips near ties in fp16 (PyTorch in fp16: 99.3 % of the embedded model's ids equal
 # fp32's on 8 generated images, 98.8 % at the last scale), so an fp16 package would keep other tokens
 # than every other backend. It runs once per edit, so float32 costs little.
-FP32_PACKAGES = ("encoder",)
+FP32_PACKAGES = ("encoder", "quantize")  # quantize: the same argmin, for the tokens a canvas window keeps
 
 
 def convert_packages(model: HARTModel, folder: Path, compression: str) -> dict[str, dict]:
@@ -98,7 +98,7 @@ def convert_packages(model: HARTModel, folder: Path, compression: str) -> dict[s
         entries[name] = {"file": path.name, "description": description, "inputs": spec_inputs, "outputs": spec_outputs,
                          "functions": functions, "states": states}
 
-    for name in ("text_encoder", "condition", "residual", "decoder", "encoder"):
+    for name in ("text_encoder", "condition", "residual", "decoder", "encoder", "quantize"):
         if name not in specs:
             continue
         spec = specs[name]

@@ -2,8 +2,8 @@
 
 Packages (fp16 compute; iOS 17 unless a feature needs iOS 18):
     text_encoder, condition, residual, decoder   one function each
-    encoder                                      one function, float32 compute, never compressed (editing
-                                                 keeps its ids, see coreml_convert.FP32_PACKAGES)
+    encoder, quantize                            one function each, float32 compute, never compressed (edits
+                                                 and canvases keep their ids, see coreml_convert.FP32_PACKAGES)
     update                                       functions scale_0 .. scale_{K-2} and final (weights stored once)
     step                                         functions scale_0 .. scale_{K-1}, the KV cache as Core ML state
                                                  (iOS 18): every shape static, the cache never copied in or out,

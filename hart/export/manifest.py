@@ -87,15 +87,15 @@ def build_coreml_manifest(model: HARTModel, compression: str, graphs: dict, core
     differ from the ONNX graphs, sizes and simulated errors)."""
     coreml = {
         "batch": "one prompt (2 guided rows); run images one after another",
-        "compute_precision": "float16; the encoder (editing) float32 and never compressed, so the ids it keeps are "
-                             "the other backends'",
+        "compute_precision": "float16; the encoder (editing) and quantize (canvases) float32 and never compressed, "
+                             "so the ids they keep are the other backends'",
         "minimum_deployment_target": {name: ("iOS18" if name == "step" or compression == "int4-block" else "iOS17")
                                       for name in graphs},
         "compression": compression, **coreml,
         "loop": "as `loop`, except: step is function scale_<si> of step.mlpackage with state k_cache/v_cache (make "
                 "one state per image, pass it to every scale); update_<si> is function scale_<si> and update_final "
                 "is function final of update.mlpackage; ids and masks are int32 (the encoder's ids too); guidance "
-                "is [1]; the encoder takes one image at a time",
+                "is [1]; the encoder and quantize take one image at a time",
     }
     return _manifest(model, f"coreml-{compression}", {"coremltools": coremltools_version}, graphs, coreml=coreml,
                      parity={"macos_only": "Core ML prediction runs on macOS only; see "

@@ -38,7 +38,9 @@ class CoreMLBackend(GraphBackend):
             raise DependencyError("the Core ML runtime needs coremltools: pip install 'hart[coreml]'") from None
         graphs = manifest.graphs
         self.models = {name: ct.models.MLModel(str(folder / graphs[name].file))
-                       for name in ("text_encoder", "condition", "residual", "decoder", "encoder") if name in graphs}
+                       for name in ("text_encoder", "condition", "residual", "decoder", "encoder", "quantize")
+                       if name in graphs}
+        self.outputs = {name: graphs[name].outputs for name in self.models}
         self.steps = [ct.models.MLModel(str(folder / graphs["step"].file), function_name=f["name"])
                       for f in graphs["step"].functions]
         self.updates = {f["name"]: ct.models.MLModel(str(folder / graphs["update"].file), function_name=f["name"])
@@ -47,7 +49,8 @@ class CoreMLBackend(GraphBackend):
     def run(self, name: str, **feeds: np.ndarray) -> list[np.ndarray]:
         """The single-function packages (the text encoder, for GraphBackend.encode_text)."""
         feeds = {k: _int32(v) if v.dtype in (np.int64, np.bool_) else v for k, v in feeds.items()}
-        return list(self.models[name].predict(feeds).values())
+        out = self.models[name].predict(feeds)
+        return [out[output] for output in self.outputs[name]]  # in the manifest's order, not the dict's
 
     def condition(self, features, mask):
         out = self.models["condition"].predict({"hidden": features, "mask": _int32(mask)})
@@ -81,12 +84,16 @@ class CoreMLBackend(GraphBackend):
 
     def encode_image(self, images):
         """One image per call (static shapes); the float32 encoder package returns int32 ids."""
-        if not self.can_run("encoder"):
-            return super().encode_image(images)  # the one sentence about exports without an encoder
-        outputs = [self.models["encoder"].predict({"image": np.ascontiguousarray(image[None], dtype=np.float32)})
-                   for image in images]
-        ids = np.concatenate([o["ids"] for o in outputs])
-        return self.split_ids(ids), np.concatenate([o["residual"] for o in outputs]).astype(np.float32)
+        return self._one_at_a_time(super().encode_image, images)
+
+    def quantize(self, latents):
+        return self._one_at_a_time(super().quantize, latents)
+
+    @staticmethod
+    def _one_at_a_time(call, arrays):
+        parts = [call(array[None]) for array in arrays]
+        ids = [np.concatenate(scale) for scale in zip(*(p[0] for p in parts))]
+        return ids, np.concatenate([p[1] for p in parts]).astype(np.float32)
 
     def decode(self, f_hat):
         return self.models["decoder"].predict({"f_hat": f_hat})["image"].astype(np.float32)

@@ -27,8 +27,9 @@ def test_every_mode_has_the_packages_and_io_the_manifest_names(export):
     for mode in COMPRESSIONS:
         manifest = read_manifest(export / mode)
         graphs = manifest.graphs
-        assert set(graphs) == {"text_encoder", "condition", "step", "update", "residual", "decoder", "encoder"}
-        for name in ("text_encoder", "condition", "residual", "decoder", "encoder"):
+        assert set(graphs) == {"text_encoder", "condition", "step", "update", "residual", "decoder", "encoder",
+                               "quantize"}
+        for name in ("text_encoder", "condition", "residual", "decoder", "encoder", "quantize"):
             description = spec_of(export / mode, graphs[name].file).description
             assert [i.name for i in description.input] == [i["name"] for i in graphs[name].inputs]
             assert [o.name for o in description.output] == graphs[name].outputs
@@ -76,6 +77,7 @@ def test_the_encoder_is_float32_and_uncompressed_in_every_mode(export):
         spec = spec_of(export / mode, "encoder.mlpackage")
         assert "FLOAT16" not in str(spec.mlProgram) and "FLOAT16" in str(spec_of(export / mode, "decoder.mlpackage")
                                                                           .mlProgram)
+        assert "FLOAT16" not in str(spec_of(export / mode, "quantize.mlpackage").mlProgram)
         assert {o.name: o.type.multiArrayType.dataType for o in spec.description.output}["ids"] == \
             ct.proto.FeatureTypes_pb2.ArrayFeatureType.INT32
 
