@@ -151,8 +151,11 @@ def edit(args: argparse.Namespace) -> None:
     from hart.images import fit_box, fit_image, fit_mask, parse_box, place_on_canvas, read_image
     from hart.portable.edit import edited_tokens
 
+    if args.command == "outpaint" and args.to is not None:
+        return _outpaint_canvas(args)
     box = parse_box(args.box) if getattr(args, "box", None) else None
     jobs, paths, sampling, config = _prepare(args, [" ".join(args.prompt)])
+    args.threshold = 0.0 if args.threshold is None else args.threshold
     image = read_image(args.image)
     size = config.image_size
     if args.command == "outpaint":
@@ -175,3 +178,41 @@ def edit(args: argparse.Namespace) -> None:
     seconds = _write_batches(make, jobs, paths, args.batch_size)
     print(f"{len(paths)} {args.command}(s) of {args.image} ({int(region.sum())} of {size * size} canvas pixels "
           f"redrawn) in {time.perf_counter() - started:.2f} s (generation {seconds:.2f} s on {where})")
+
+
+def _outpaint_canvas(args: argparse.Namespace) -> None:
+    """`hart outpaint IMAGE --to WxH`: the image, at its own size, extended to a larger canvas window by window
+    (hart.canvas.outpaint); its pixels are kept exactly (unless --no-paste)."""
+    import numpy as np
+
+    from hart.canvas import OVERLAP, THRESHOLD, available_memory, outpaint
+    from hart.images import read_image
+    from hart.portable import canvas
+    from hart.portable.edit import edited_tokens
+
+    margins = [f"--{side}" for side in ("left", "right", "top", "bottom") if getattr(args, side)]
+    if margins:
+        raise HartError(f"--to and {', '.join(margins)} are two ways to outpaint; give one (--to: past the trained "
+                        "size, the margins: within it)")
+    if args.no_fill:
+        raise HartError("--no-fill applies to outpainting within the canvas; with --to the cells around the image "
+                        "are always filled from it before they are drawn")
+    jobs, paths, sampling, config = _prepare(args, [" ".join(args.prompt)])
+    threshold = THRESHOLD if args.threshold is None else args.threshold
+    edited_tokens(np.zeros((1, 1), dtype=bool), config.patch_nums, threshold)  # a bad threshold is refused now
+    size = canvas.parse_size(args.to, "--to")
+    canvas.check_memory(size, min(args.batch_size, len(jobs)), available_memory())
+    canvas.plan(size, config.image_size, config.latent_size, OVERLAP)
+    image = read_image(args.image)
+    canvas.anchor_offset(args.anchor, image.size, size)
+    pixels = np.asarray(image.convert("RGB"), dtype=np.float32) / np.float32(255)
+    started = time.perf_counter()
+    loop, where = _open(args)
+
+    def make(prompts: list[str], seeds: list[int], bar: bool):
+        return outpaint(loop, pixels, prompts, size, args.anchor, seeds, threshold=threshold,
+                        paste=not args.no_paste, show_progress=bar, **sampling)
+
+    seconds = _write_batches(make, jobs, paths, args.batch_size)
+    print(f"{len(paths)} outpaint(s) of {args.image} ({image.width}x{image.height}, {args.anchor}) to {size[0]}x"
+          f"{size[1]} in {time.perf_counter() - started:.2f} s (generation {seconds:.2f} s on {where})")

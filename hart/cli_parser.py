@@ -60,8 +60,9 @@ def _add_edit_arguments(parser: argparse.ArgumentParser) -> None:
     """IMAGE, PROMPT and the options `hart edit` and `hart outpaint` share."""
     parser.add_argument("image", metavar="IMAGE", help="PNG, JPEG or WebP")
     parser.add_argument("prompt", nargs="+", metavar="PROMPT", help="what to draw (the words form one prompt)")
-    parser.add_argument("--threshold", type=float, default=0.0,
-                        help="a token is redrawn when more than this share of its cell is masked (default 0: any part)")
+    parser.add_argument("--threshold", type=float, default=None,
+                        help="a token is redrawn when more than this share of its cell is masked (default 0: any "
+                             "part; outpaint --to: 0.5 of its cell not drawn yet, the canvas default)")
     parser.add_argument("--no-fill", action="store_true",
                         help="encode the image as it is (default: the region is first filled with the colour around it)")
     parser.add_argument("--no-paste", action="store_true",
@@ -114,11 +115,18 @@ def build_parser() -> argparse.ArgumentParser:
     region.add_argument("--box", metavar="X0,Y0,X1,Y1", help="the region to redraw, in IMAGE's pixels")
     _add_image_arguments(edit, "hart-edit.png")
 
-    outpaint = commands.add_parser("outpaint", help="extend an image within the model's canvas from a prompt")
+    outpaint = commands.add_parser("outpaint", help="extend an image from a prompt: within the model's canvas "
+                                                    "(--left/--right/--top/--bottom) or past it (--to WxH)")
     _add_edit_arguments(outpaint)
     for side in ("left", "right", "top", "bottom"):
         outpaint.add_argument(f"--{side}", type=int, default=0, metavar="PIXELS",
                               help=f"canvas pixels to draw on the {side} (default 0); the image is resized to the rest")
+    outpaint.add_argument("--to", metavar="WxH", default=None,
+                          help="a canvas of this size in pixels (multiples of the latent cell, at least the trained "
+                               "size); the image keeps its own size and pixels and the rest is drawn window by window")
+    outpaint.add_argument("--anchor", default="center",
+                          help="where the image sits on the --to canvas: center (default), left, right, top, bottom, "
+                               "top-left, top-right, bottom-left or bottom-right")
     _add_image_arguments(outpaint, "hart-outpaint.png")
 
     info = commands.add_parser("info", help="describe a preset or model folder and count its parameters")

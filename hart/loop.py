@@ -144,7 +144,7 @@ class Generation:
     timings: dict[str, float] = field(default_factory=dict)  # stage -> seconds ("scale_3", "decode", ...)
     discrete_images: Any | None = None  # the same tokens decoded without the residual (if asked)
     image_ids: list[np.ndarray] | None = None  # per scale [B, n*n]: the ids the image was made from (None: `ids`)
-    latents: np.ndarray | None = None  # [B, C_vae, N, N] float32: the final f_hat, when not decoded (decode=False)
+    latents: np.ndarray | None = None  # [B, C_vae, N, N] float32: the final f_hat (what a canvas stitches)
 
     def pil_images(self) -> list:
         from PIL import Image
@@ -206,8 +206,8 @@ class GenerationLoop:
         edit); the result still reports the sampled ids in `ids`, and the ids used in `image_ids`.
         discrete_too: also decode the same tokens
         without the residual. callback: sees every stage (with f_hat after each scale, for previews).
-        show_progress: a progress bar over the stages. decode=False: no image; `latents` holds the final
-        f_hat instead (a canvas decodes its stitched latent once).
+        show_progress: a progress bar over the stages. `latents` always holds the final f_hat; decode=False
+        skips the image (a canvas decodes its stitched latent once).
         """
         prompts = check_prompts(prompts)
         seeds = rng.resolve_seeds(seed, len(prompts))
@@ -261,6 +261,17 @@ class GenerationLoop:
             drawn = np.stack([edit.paste(d, i, edit.paste_weights(m, feather)) for d, i, m in zip(drawn, images, masks)])
         result.images = np.ascontiguousarray(drawn.transpose(0, 3, 1, 2))
         return result
+
+    def encode_latents(self, images: np.ndarray) -> np.ndarray:
+        """images [B, 3, S, S] float32 in [0, 1] -> [B, C_vae, N, N] float32: the tokenizer's latent of each
+        image (every scale's encoder ids and the residual summed by the backend's own update graphs), the
+        latent a canvas keeps where an image is given. Decoded, it is the tokenizer's reconstruction."""
+        backend, last = self.backend, self.schedule.num_scales - 1
+        ids, residual = backend.encode_image(np.ascontiguousarray(images, dtype=np.float32))
+        f_hat = backend.begin(len(images))
+        for si in range(last):
+            f_hat, _ = backend.update(si, f_hat, ids[si], None)
+        return backend.latents(backend.final(f_hat, ids[last], None, residual))
 
     def _run(self, prompts: list[str], seeds: list[int], settings: SamplingSettings, residual: bool,
              forced: ForcedTokens | None, discrete_too: bool, clock: _StageClock, decode: bool = True) -> Generation:
@@ -318,7 +329,7 @@ class GenerationLoop:
         return Generation(images, [backend.host_ids(i) for i in sampled],
                           None if residual_tokens is None else backend.host(residual_tokens), seeds,
                           discrete_images=discrete, image_ids=None if forced is None else used,
-                          latents=None if decode else backend.latents(f_final))
+                          latents=backend.latents(f_final))
 
     def _soft_codes(self, values: np.ndarray, candidates: np.ndarray | None, seeds: list[int], si: int,
                     settings: SamplingSettings, batch: int, tokens: int) -> SoftCodes:

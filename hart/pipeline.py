@@ -184,3 +184,15 @@ class HARTPipeline:
         result = self.loop.edit(np.stack([pixels] * len(seeds)), np.stack([region] * len(seeds)),
                                 [prompt] * len(seeds), seed=seeds, **kwargs)
         return result.pil_images()
+
+    @torch.inference_mode()
+    def outpaint(self, image: Image.Image, size: tuple[int, int], prompt: str, anchor: str = "center",
+                 seed: int | Sequence[int] = 0, num_images: int = 1, **kwargs) -> list[Image.Image]:
+        """Extend `image` (at its own size, any size up to `size`) to a canvas of `size` (W, H) pixels larger
+        than the trained size, placed at `anchor`; its pixels are kept exactly. `num_images` as edit();
+        other arguments are hart.canvas.outpaint's (order, threshold, paste) and generate's (cfg, ...)."""
+        from hart.canvas import outpaint
+
+        pixels = np.asarray(image.convert("RGB"), dtype=np.float32) / np.float32(255)
+        seeds = [seed + i for i in range(num_images)] if isinstance(seed, int) else list(seed)
+        return outpaint(self.loop, pixels, [prompt] * len(seeds), size, anchor, seeds, **kwargs).pil_images()

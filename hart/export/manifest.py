@@ -13,7 +13,7 @@ from hart.atomic import atomic_file
 from hart.components import HARTModel
 from hart.export.graphs import GraphSpec
 from hart.models.rope import inverse_frequencies
-from hart.portable import edit, rng
+from hart.portable import canvas, edit, rng
 from hart.portable.scales import ScaleSchedule
 from hart.portable.schedule import diffusion_schedule
 from hart.portable.spec import RESIDUAL_GUIDANCE_TEXT, spec_texts
@@ -162,6 +162,7 @@ def describe_model(model: HARTModel) -> dict:
         "rng": rng.spec(),
         "loop": LOOP,
         "edit": edit.describe(),  # how the loop edits a region with the encoder graph (hart.portable.edit)
+        "canvas": canvas.describe(),  # canvases larger than the trained size, with the quantize graph
     }
 
 

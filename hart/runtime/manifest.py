@@ -131,6 +131,7 @@ class Manifest:
     options: dict[str, Any] = field(default_factory=dict)
     coreml: dict[str, Any] | None = None
     edit: dict[str, Any] | None = None  # hart.portable.edit.describe(); older exports have none
+    canvas: dict[str, Any] | None = None  # hart.portable.canvas.describe(); older exports have none
 
     @property
     def config(self) -> HARTConfig:

@@ -231,3 +231,28 @@ def test_generate_draws_a_canvas_of_the_asked_size(tmp_path):
                       str(tmp_path / "wide.png"))
     assert result.returncode == 0, result.stderr
     assert [Image.open(tmp_path / f"wide-{i}.png").size for i in range(2)] == [(128, 64)] * 2
+
+
+def test_outpaint_to_a_larger_canvas_keeps_the_image_exactly(tmp_path):
+    import numpy as np
+
+    pixels = np.random.default_rng(0).integers(0, 256, (48, 64, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(tmp_path / "in.png")
+    result = run_hart("outpaint", str(tmp_path / "in.png"), "--to", "128x64", "--anchor", "right", "a red circle on a",
+                      "blue background", "-o", str(tmp_path / "out.png"))
+    assert result.returncode == 0, result.stderr
+    out = np.asarray(Image.open(tmp_path / "out.png"))
+    assert out.shape == (64, 128, 3) and np.array_equal(out[8:56, 64:], pixels)
+    Image.new("RGB", (200, 64)).save(tmp_path / "wide.png")
+    for image, args, message in (("in", ["--to", "96x64", "--left", "8"], "--to and --left are two ways to outpaint"),
+                                 ("in", ["--to", "32x32"], "at least the trained size 64x64"),
+                                 ("in", ["--to", "100x64"], "multiples of the model's latent cell"),
+                                 ("in", ["--to", "128x64", "--anchor", "middle"], "--anchor takes one of center"),
+                                 ("in", ["--to", "128x64", "--no-fill"], "--no-fill applies to outpainting within"),
+                                 ("in", ["--to", "2x"], "--to takes WIDTHxHEIGHT"),
+                                 ("wide", ["--to", "128x64"], "(200x64) does not fit on a 128x64 canvas")):
+        refused = run_hart("outpaint", str(tmp_path / f"{image}.png"), *args, "a red square", "-o",
+                           str(tmp_path / "x.png"))
+        lines = [line for line in refused.stderr.splitlines() if line.strip()]
+        assert refused.returncode == 2 and len(lines) == 1 and message in lines[0], (args, refused.stderr)
+        assert not (tmp_path / "x.png").exists()

@@ -168,12 +168,17 @@ def test_onnx_fp32_edits_keep_and_sample_the_ids_torch_does(export):
 
 
 def test_onnx_fp32_draws_torchs_panorama(export):
-    """A canvas re-quantizes its drawn latent with the quantize graph: one seed, the same panorama on both."""
-    from hart.canvas import draw
+    """A canvas re-quantizes its drawn latent with the quantize graph: one seed, the same panorama on both; an
+    outpainting encodes its image with the encoder and update graphs: the same canvas on both."""
+    from hart.canvas import draw, outpaint
 
     prompts = ["a red circle on a blue background", "a white star on a black background"]
-    want = draw(HARTPipeline.from_pretrained("tiny", "cpu").loop, prompts, (160, 64), seed=[0, 9])
-    got = draw(OnnxPipeline(export / "fp32"), prompts, (160, 64), seed=[0, 9])
+    torch_loop, onnx_loop = HARTPipeline.from_pretrained("tiny", "cpu").loop, OnnxPipeline(export / "fp32")
+    want = draw(torch_loop, prompts, (160, 64), seed=[0, 9])
+    got = draw(onnx_loop, prompts, (160, 64), seed=[0, 9])
+    assert np.abs(want.latents - got.latents).max() < 1e-3 and np.abs(want.images - got.images).max() < 1e-3
+    image = np.random.default_rng(3).uniform(0, 1, (48, 72, 3)).astype(np.float32)  # off the cell grid
+    want, got = (outpaint(loop, image, prompts, (128, 96), "left", seed=[0, 9]) for loop in (torch_loop, onnx_loop))
     assert np.abs(want.latents - got.latents).max() < 1e-3 and np.abs(want.images - got.images).max() < 1e-3
     old = OnnxPipeline(export / "fp32")
     old.backend.can_run = lambda name: name != "quantize"  # an export made before canvases existed

@@ -147,3 +147,80 @@ def test_the_canvas_evaluation_writes_its_report(pipe, tmp_path):
     assert results["per_width"]["1"]["seam"] is None and "| 128x64 | 3 |" in (tmp_path / "canvas.md").read_text()
     assert [p for p, _ in prompts(3)] == ["a red circle on a beige background", "a white star on a black background",
                                           "a green square on a blue background"]
+
+
+@pytest.mark.parametrize("anchor, offset", [("center", (32, 16)), ("left", (0, 16)), ("right", (64, 16)),
+                                            ("top", (32, 0)), ("bottom-right", (64, 32)), ("top-left", (0, 0))])
+def test_anchors_place_the_image_flush_with_their_sides(anchor, offset):
+    assert canvas.anchor_offset(anchor, (64, 48), (128, 80)) == offset
+
+
+@pytest.mark.parametrize("image, size, anchor, message", [
+    ((64, 64), (128, 64), "middle", "--anchor takes one of center, left"),
+    ((160, 64), (128, 64), "left", r"does not fit on a 128x64 canvas; ask for --to at least 160x64"),
+    ((128, 64), (128, 64), "left", "nothing to outpaint"),
+])
+def test_bad_placements_are_one_sentence(image, size, anchor, message):
+    with pytest.raises(ConfigError, match=message):
+        canvas.anchor_offset(anchor, image, size)
+
+
+def test_outward_order_starts_next_to_the_focus_and_raster_is_the_plan():
+    plan = canvas.plan((256, 64), 64, 8, 2)  # windows at x = 0, 6, 12, 18, 24
+    assert canvas.order_windows(plan, "raster") == [0, 1, 2, 3, 4]
+    assert canvas.order_windows(plan, "outward", (0, 12, 8, 20)) == [2, 1, 3, 0, 4]  # ties left first
+    assert canvas.order_windows(plan, "outward", (0, 0, 8, 8)) == [0, 1, 2, 3, 4]
+    with pytest.raises(ConfigError, match="window order must be one of raster, outward"):
+        canvas.order_windows(plan, "spiral")
+
+
+def test_a_canvas_grown_from_its_start_is_the_canvas_drawn_at_once(pipe):
+    """Growing right one window stride draws only the new window: the same panorama as drawing it whole."""
+    base = drawing.draw(pipe.loop, [PROMPT], (64, 64), seed=[3])
+    assert np.array_equal(base.latents, pipe.generate([PROMPT], seed=[3]).latents)
+    grown = drawing.draw(pipe.loop, [PROMPT], (112, 64), seed=[3], start=base)
+    assert np.array_equal(grown.images, drawing.draw(pipe.loop, [PROMPT], (112, 64), seed=[3]).images)
+    assert np.array_equal(grown.latents[..., :8], base.latents) and (grown.owners[:, :8] == -1).all()
+    taller = drawing.draw(pipe.loop, [PROMPT], (112, 112), seed=[3], start=grown)
+    assert np.array_equal(taller.latents[:, :, :8], grown.latents)
+    for start, seed, message in ((grown, [4], "grows with the seeds it was started with"),
+                                 (taller, [3], "at most its size")):
+        with pytest.raises(ConfigError, match=message):
+            drawing.draw(pipe.loop, [PROMPT], (112, 64), seed=seed, start=start)
+    with pytest.raises(ConfigError, match="nothing to paint"):
+        drawing.draw(pipe.loop, [PROMPT], (112, 64), seed=[3], start=grown)
+
+
+def test_the_given_latent_of_an_image_is_the_tokenizers(pipe):
+    """encode_latents decodes to the edit of an empty mask before paste (the tokenizer's reconstruction),
+    and an image of the trained size on the cell grid gives exactly its own latent."""
+    image = pipe.generate([PROMPT], seed=[2]).images.numpy().transpose(0, 2, 3, 1)
+    latent = pipe.loop.encode_latents(image.transpose(0, 3, 1, 2))
+    reconstruction = pipe.loop.edit(image, np.zeros((1, 64, 64), bool), [PROMPT], paste=False)
+    assert np.array_equal(np.asarray(pipe.loop.backend.decode_latents(latent)), reconstruction.images)
+    result = drawing.outpaint(pipe.loop, image[0], [PROMPT], (128, 64), "right", seed=[2])
+    assert np.array_equal(result.latents[..., 8:], latent) and (result.owners[:, 8:] == -1).all()
+
+
+@pytest.mark.parametrize("shape, size, anchor", [((64, 64), (192, 64), "center"), ((52, 60), (128, 96), "top-right"),
+                                                 ((80, 40), (128, 128), "bottom")])
+def test_outpainting_keeps_the_image_and_draws_the_rest(pipe, shape, size, anchor):
+    """The image's pixels come back exactly where the anchor put it; the cells it covers whole are given
+    (owner -1), every other cell is drawn; one seed, one result; without paste the decode shows."""
+    height, width = shape
+    image = np.random.default_rng(1).uniform(0, 1, (height, width, 3)).astype(np.float32)
+    result = drawing.outpaint(pipe.loop, image, [PROMPT], size, anchor, seed=[6])
+    x, y = canvas.anchor_offset(anchor, (width, height), size)
+    assert result.images.shape == (1, 3, size[1], size[0])
+    assert np.array_equal(result.images[0, :, y:y + height, x:x + width], image.transpose(2, 0, 1))
+    given = np.zeros((size[1] // 8, size[0] // 8), bool)
+    given[-(-y // 8):(y + height) // 8, -(-x // 8):(x + width) // 8] = True
+    assert np.array_equal(result.owners == -1, given) and (result.owners[~given] >= 0).all()
+    again = drawing.outpaint(pipe.loop, image, [PROMPT], size, anchor, seed=[6], paste=False)
+    assert np.array_equal(again.latents, result.latents)
+    assert not np.array_equal(again.images[0, :, y:y + height, x:x + width], image.transpose(2, 0, 1))
+
+
+def test_an_image_covering_no_whole_cell_is_refused(pipe):
+    with pytest.raises(ConfigError, match=r"covers no whole latent cell \(8 pixels a side\)"):
+        drawing.outpaint(pipe.loop, np.zeros((6, 64, 3), np.float32), [PROMPT], (128, 64), "center")
