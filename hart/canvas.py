@@ -12,7 +12,7 @@ are the already-drawn latent, re-quantized (the rules live in hart.portable.canv
                     result = loop.generate(..., forced=ForcedTokens(ids, keep, residual), decode=False)
         canvas latent[unknown cells of the window] = result.latents[unknown cells]
     image = blend of backend.decode_latents(each window's latent), tent-weighted
-    outpaint: the image's pixels pasted back where it was placed
+    outpaint: the image's pixels pasted back where it was placed, the step at its border faded outward
 """
 
 import logging
@@ -95,7 +95,8 @@ def outpaint(loop: GenerationLoop, image: np.ndarray, prompts: list[str], size: 
     """Extend `image` [H, W, 3] float32 in [0, 1] (any size up to `size`) to a canvas of `size` (W, H)
     pixels, placed at `anchor` (hart.portable.canvas.ANCHORS): the cells it covers whole keep its
     latent (the tokenizer's), the rest is drawn window by window outward from it (or `order`), and
-    with `paste` its pixels are put back exactly as they were. Arguments otherwise as draw()."""
+    with `paste` its pixels are put back exactly as they were, the step at its border faded into the
+    drawn pixels (canvas.blend_border). Arguments otherwise as draw()."""
     image = np.asarray(image, dtype=np.float32)
     if image.ndim != 3 or image.shape[2] != 3:
         raise ConfigError(f"outpaint takes an image [H, W, 3] (got {list(image.shape)})")
@@ -114,7 +115,8 @@ def outpaint(loop: GenerationLoop, image: np.ndarray, prompts: list[str], size: 
     result = _paint(loop, prompts, seeds, plan, latent, known, canvas.order_windows(plan, order, box), threshold,
                     show_progress, sampling)
     if paste:
-        result.images[:, :, y:y + image.shape[0], x:x + image.shape[1]] = image.transpose(2, 0, 1)
+        result.images = np.stack([canvas.blend_border(d, image, x, y, canvas.BORDER_CELLS * cell)
+                                  for d in result.images])
     return result
 
 

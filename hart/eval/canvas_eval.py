@@ -12,6 +12,12 @@ a blue background". Each is drawn at 1x, 2x, 4x and 8x the trained width (the tr
                  against area (seconds per trained-size area)
     memory       peak memory traced by tracemalloc while drawing (numpy arrays: latents, tiles, blends),
                  less the output images themselves: what grows with the canvas beyond its pixels
+Outpainting (OUTPAINTS: 2x wide from the left, 4x wide from the centre, 2x tall from the top): each
+prompt's trained-size image (its 1x canvas) extended with the same prompt and seed. Measured:
+    pixels kept  the image's pixels in the output, after 8-bit rounding, equal the input's
+    continued    the judge's background verdict on every window-sized crop of the extension (the plan's
+                 windows not inside the image) equals its verdict on the image itself
+    seam         as above, across the borders where the image's cells meet drawn ones and drawn windows meet
 """
 
 import json
@@ -25,12 +31,14 @@ import torch
 from PIL import Image, ImageDraw
 
 from hart.atomic import atomic_file
-from hart.canvas import OVERLAP, THRESHOLD, draw
+from hart.canvas import OVERLAP, THRESHOLD, draw, outpaint
 from hart.data.scenes import BACKGROUNDS
 from hart.eval.classifier import load_classifier
+from hart.portable.canvas import anchor_offset
 from hart.portable.spec import to_uint8
 
 TARGETS = {"background_kept": 0.95, "seam": 1.2}
+OUTPAINTS = ((2, 1, "left"), (4, 1, "center"), (1, 2, "top"))  # (width, height) in trained sizes, anchor
 OBJECTS = ("red circle", "white star", "green square", "yellow triangle", "blue diamond", "black cross")
 
 
@@ -82,7 +90,7 @@ def evaluate_canvas(loop, out: str | Path, settings: CanvasEvalSettings = Canvas
         from tqdm.auto import tqdm
 
         bar = tqdm(total=len(cases) * len(settings.widths), desc="eval: canvases", unit="canvas", leave=False)
-    rows, samples = [], {}
+    rows, samples, bases = [], {}, {}
     for multiple in settings.widths:
         for index, (prompt, background) in enumerate(cases):
             tracemalloc.start()
@@ -93,24 +101,78 @@ def evaluate_canvas(loop, out: str | Path, settings: CanvasEvalSettings = Canvas
             peak = tracemalloc.get_traced_memory()[1]
             tracemalloc.stop()
             image = result.images[0]
-            crops = np.stack([image[:, w.y * result.plan.cell:w.y * result.plan.cell + size,
-                                    w.x * result.plan.cell:w.x * result.plan.cell + size] for w in result.plan.windows])
-            with torch.no_grad():
-                verdicts = judge.predict(torch.from_numpy(np.ascontiguousarray(crops)))["background"]
+            verdicts = _backgrounds(judge, image, result.plan, size)
+            if multiple == 1:
+                bases[index] = image
             rows.append({"width": multiple, "prompt": prompt, "windows": len(result.plan.windows),
                          "background_kept": float(np.mean([v == background for v in verdicts])),
                          "seam": seam_score(image, result.owners, result.plan.cell) if multiple > 1 else None,
                          "seconds": seconds, "memory_mib": max(0, peak - image.nbytes) / 2**20})
             if index == 0:
-                samples[multiple] = image
+                samples[f"{multiple}x"] = image
             if bar is not None:
                 bar.update(1)
     if bar is not None:
         bar.close()
+    extended, pictures = _outpaints(loop, judge, cases, bases, settings, size)
     results = _summary(rows, settings, size)
+    results["outpaint"] = _outpaint_summary(extended)
     results["wall_seconds"] = time.perf_counter() - started
-    _write(Path(out), results, samples, size)
+    _write(Path(out), results, {**samples, **pictures}, size)
     return results
+
+
+def _backgrounds(judge, image: np.ndarray, plan, size: int, skip: list[bool] | None = None) -> list[str]:
+    """The judge's background verdict on each window-sized crop of image [3, H, W] at the plan's windows
+    (but those `skip` marks)."""
+    cell = plan.cell
+    crops = np.stack([image[:, w.y * cell:w.y * cell + size, w.x * cell:w.x * cell + size]
+                      for i, w in enumerate(plan.windows) if skip is None or not skip[i]])
+    with torch.no_grad():
+        return list(judge.predict(torch.from_numpy(np.ascontiguousarray(crops)))["background"])
+
+
+def _outpaints(loop, judge, cases: list[tuple[str, str]], bases: dict[int, np.ndarray],
+               settings: CanvasEvalSettings, size: int) -> tuple[list[dict], dict[str, np.ndarray]]:
+    """Each prompt's 1x image (drawn now if the widths left it out) extended as OUTPAINTS says, with its seed
+    and prompt; -> rows and the first prompt's pictures."""
+    rows, pictures = [], {}
+    for width, height, anchor in OUTPAINTS:
+        canvas_size = (width * size, height * size)
+        for index, (prompt, _) in enumerate(cases):
+            seed = settings.seed + index
+            if index not in bases:
+                bases[index] = draw(loop, [prompt], (size, size), seed=seed).images[0]
+            pixels = to_uint8(bases[index][None])[0]  # [S, S, 3] uint8: what a user would give
+            result = outpaint(loop, pixels.astype(np.float32) / np.float32(255), [prompt], canvas_size, anchor,
+                              seed=seed, overlap=settings.overlap, threshold=settings.threshold)
+            x, y = anchor_offset(anchor, (size, size), canvas_size)
+            n = result.plan.window
+            inside = [bool((result.owners[w.y:w.y + n, w.x:w.x + n] == -1).all()) for w in result.plan.windows]
+            with torch.no_grad():
+                own = judge.predict(torch.from_numpy(bases[index][None]))["background"][0]
+            verdicts = _backgrounds(judge, result.images[0], result.plan, size, inside)
+            rows.append({"size": f"{canvas_size[0]}x{canvas_size[1]}", "anchor": anchor, "prompt": prompt,
+                         "pixels_kept": bool(np.array_equal(to_uint8(result.images)[0][y:y + size, x:x + size],
+                                                            pixels)),
+                         "continued": float(np.mean([v == own for v in verdicts])), "judged_background": own,
+                         "seam": seam_score(result.images[0], result.owners, result.plan.cell)})
+            if index == 0:
+                pictures[f"outpaint {rows[-1]['size']} {anchor}"] = result.images[0]
+    return rows, pictures
+
+
+def _outpaint_summary(rows: list[dict]) -> dict:
+    per_case: dict[str, list[dict]] = {}
+    for row in rows:
+        per_case.setdefault(f"{row['size']} {row['anchor']}", []).append(row)
+    cases = {key: {"pixels_kept": float(np.mean([r["pixels_kept"] for r in mine])),
+                   "continued": float(np.mean([r["continued"] for r in mine])),
+                   "seam": float(np.mean([r["seam"] for r in mine]))} for key, mine in per_case.items()}
+    metrics = {name: float(np.mean([r[name] for r in rows])) for name in ("pixels_kept", "continued", "seam")}
+    met = {"pixels_kept": metrics["pixels_kept"] == 1.0,
+           "continued": metrics["continued"] >= TARGETS["background_kept"], "seam": metrics["seam"] <= TARGETS["seam"]}
+    return {"metrics": metrics, "met": met, "per_case": cases, "outpaints": rows}
 
 
 def _summary(rows: list[dict], settings: CanvasEvalSettings, size: int) -> dict:
@@ -147,23 +209,37 @@ def markdown(results: dict) -> str:
     slope = m["seconds_per_trained_area"]
     lines += ["", f"Background kept over all windows: {100 * m['background_kept']:.1f} % (target ≥ 95 %, "
               f"{'met' if results['met']['background_kept'] else 'missed'}); seam score "
-              f"{m['seam']:.2f} (target ≤ 1.2, {'met' if results['met']['seam'] else 'missed'}); time grows "
+              + (f"{m['seam']:.2f} (target ≤ 1.2, {'met' if results['met']['seam'] else 'missed'})"
+                 if m["seam"] is not None else "not measured (1x only)") + "; time grows "
               + (f"{slope:.2f} s per trained-size area." if slope is not None else "(one width only).")]
+    o = results["outpaint"]
+    lines += ["", "## Outpainting each prompt's 1x image (same prompt and seed)", "",
+              "| canvas, anchor | image pixels kept | extension continues the background | seam |", "|---|---|---|---|"]
+    for case, row in o["per_case"].items():
+        lines.append(f"| {case} | {100 * row['pixels_kept']:.0f} % | {100 * row['continued']:.1f} % | "
+                     f"{row['seam']:.2f} |")
+    om = o["metrics"]
+    lines += ["", f"Over all outpaintings: pixels kept in {100 * om['pixels_kept']:.0f} %, the extension's windows "
+              f"judged to continue the image's background {100 * om['continued']:.1f} % (target ≥ 95 %, "
+              f"{'met' if o['met']['continued'] else 'missed'}), seam {om['seam']:.2f} (target ≤ 1.2, "
+              f"{'met' if o['met']['seam'] else 'missed'})."]
     return "\n".join(lines) + "\n"
 
 
-def _write(out: Path, results: dict, samples: dict[int, np.ndarray], size: int) -> None:
+def _write(out: Path, results: dict, samples: dict[str, np.ndarray], size: int) -> None:
+    """canvas.json, canvas.md and canvas_samples.png (one labelled row per picture, the first prompt's)."""
     out.mkdir(parents=True, exist_ok=True)
     with atomic_file(out / "canvas.json") as tmp:
         tmp.write_text(json.dumps(results, indent=2) + "\n")
     with atomic_file(out / "canvas.md") as tmp:
         tmp.write_text(markdown(results))
-    label, widest = 12, max(samples) * size
-    grid = Image.new("RGB", (widest, len(samples) * (size + label)), "white")
-    pen = ImageDraw.Draw(grid)
-    for row, (multiple, image) in enumerate(sorted(samples.items())):
-        top = row * (size + label)
-        pen.text((2, top), f"{multiple}x: {results['canvases'][0]['prompt']}", fill="black")
+    label = 12
+    widest = max(image.shape[2] for image in samples.values())
+    grid = Image.new("RGB", (widest, sum(image.shape[1] + label for image in samples.values())), "white")
+    pen, top = ImageDraw.Draw(grid), 0
+    for name, image in samples.items():
+        pen.text((2, top), f"{name}: {results['canvases'][0]['prompt']}", fill="black")
         grid.paste(Image.fromarray(to_uint8(image[None])[0]), (0, top + label))
+        top += image.shape[1] + label
     with atomic_file(out / "canvas_samples.png") as tmp:
         grid.save(tmp, format="PNG")

@@ -37,6 +37,11 @@ from hart.portable.rng import MAX_WINDOWS_PER_SIDE
 # Forcing every token of the coarsest scales (n <= 1, 2, 3) from the filled latent made it worse (71-79 %).
 OVERLAP = 2  # latent cells two neighbouring windows share
 THRESHOLD = 0.5  # a token is resampled when more than half of its cell is not drawn yet
+# The step between an outpainted image's own pixels and the decode beside them is carried into the drawn
+# pixels, fading over this many cells (blend_border). Seam score over 21 outpaintings of the embedded model
+# (7 prompts x 2x wide from the left, 4x from the centre, 2x tall from the top): raw decode 0.66, the pixels
+# pasted with no blend 7.64, faded over 2, 4, 8, 16 px: 2.56, 1.75, 1.24, 0.96.
+BORDER_CELLS = 2
 ORDERS = ("raster", "outward")
 ANCHORS = ("center", "left", "right", "top", "bottom", "top-left", "top-right", "bottom-left", "bottom-right")
 
@@ -181,7 +186,8 @@ def order_windows(plan: CanvasPlan, order: str, focus: tuple[int, int, int, int]
 def describe() -> dict:
     """The manifest's `canvas` section: every rule a port needs to draw a canvas larger than the trained size."""
     return {
-        "overlap": OVERLAP, "threshold": THRESHOLD, "orders": list(ORDERS), "anchors": list(ANCHORS),
+        "overlap": OVERLAP, "threshold": THRESHOLD, "border_cells": BORDER_CELLS, "orders": list(ORDERS),
+        "anchors": list(ANCHORS),
         "plan": "cells = pixels / cell (cell = image_size / latent_size); window N = latent_size cells a side; starts "
                 "0, N - overlap, 2 (N - overlap), ... while start + N <= cells, plus cells - N when the last start "
                 "is not flush; windows row-major over (row starts) x (col starts), (row, col) their indices",
@@ -201,5 +207,25 @@ def describe() -> dict:
                     "wholly inside it are given: their latent is encode_latents of windows over the image's cells "
                     "(starts as the plan's over max(N, cells)), pixels outside the image filled as the edit "
                     "section's fill, blended with the decode's weights at cell resolution (one window: its latent "
-                    "as it is); its pixels are pasted back as they were (no feather); order outward from its cells",
+                    "as it is); order outward from its cells; after the decode, out = blend_border(decoded, image, "
+                    "x, y, border_cells * cell): the image's pixels exactly, and at Chebyshev distance d = 1..band "
+                    "from it the decode plus (image - decoded at the nearest image pixel) * (1 - d / (band + 1)), "
+                    "clipped to [0, 1]",
     }
+
+
+def blend_border(decoded: np.ndarray, image: np.ndarray, x: int, y: int, band: int) -> np.ndarray:
+    """decoded [3, H, W] float32, image [h, w, 3] float32 placed with its top-left pixel at (x, y) -> the
+    canvas with the image's pixels exactly and, around it, the decode shifted by the step at the image's
+    border: a pixel at Chebyshev distance d (1..band) from the image gains (image - decoded) at its nearest
+    image pixel times 1 - d / (band + 1), so no step shows where the image ends; clipped to [0, 1]."""
+    _, height, width = decoded.shape
+    h, w = image.shape[:2]
+    rows, cols = np.arange(height), np.arange(width)
+    near_y, near_x = np.clip(rows, y, y + h - 1), np.clip(cols, x, x + w - 1)  # the nearest image pixel
+    distance = np.maximum(np.abs(rows - near_y)[:, None], np.abs(cols - near_x)[None])  # [H, W]
+    fade = np.clip(1 - distance / np.float32(band + 1), 0, None).astype(np.float32)
+    step = image.transpose(2, 0, 1) - decoded[:, y:y + h, x:x + w]  # [3, h, w]
+    out = decoded + step[:, (near_y - y)[:, None], (near_x - x)[None]] * fade
+    out[:, y:y + h, x:x + w] = image.transpose(2, 0, 1)
+    return np.clip(out, 0, 1).astype(np.float32)

@@ -224,3 +224,15 @@ def test_outpainting_keeps_the_image_and_draws_the_rest(pipe, shape, size, ancho
 def test_an_image_covering_no_whole_cell_is_refused(pipe):
     with pytest.raises(ConfigError, match=r"covers no whole latent cell \(8 pixels a side\)"):
         drawing.outpaint(pipe.loop, np.zeros((6, 64, 3), np.float32), [PROMPT], (128, 64), "center")
+
+
+def test_the_border_blend_keeps_the_image_and_removes_the_step():
+    """A decode off by a constant from the image beside it: the image's pixels come back exactly, the step at
+    its border fades linearly over the band, and beyond the band the decode is untouched."""
+    decoded = np.full((3, 16, 32), 0.5, np.float32)
+    image = np.full((8, 8, 3), 0.7, np.float32)
+    out = canvas.blend_border(decoded, image, 8, 4, 3)
+    assert np.array_equal(out[:, 4:12, 8:16], image.transpose(2, 0, 1))
+    assert np.allclose(out[0, 8, 16:21], [0.65, 0.6, 0.55, 0.5, 0.5]) and np.allclose(out[0, 0, 8], 0.5)
+    assert np.allclose(out[0, 1, 5], 0.55)  # Chebyshev distance 3 from the corner
+    assert np.array_equal(out[:, :, 20:], decoded[:, :, 20:])
