@@ -132,8 +132,8 @@ def _eval_canvas(args: argparse.Namespace) -> None:
     loop, _ = open_loop(args.backend, args.model, args.device)
     settings = CanvasEvalSettings(num_prompts=args.num_prompts, seed=args.seed)
     print(f"evaluating canvases of {args.model} ({args.backend} backend): {args.num_prompts} prompts at "
-          f"{', '.join(f'{w}x' for w in settings.widths)} the trained width; writing canvas.json, canvas.md and "
-          f"canvas_samples.png to {Path(args.out).resolve()}", flush=True)
+          f"{', '.join(f'{w}x' for w in settings.widths)} the trained width, and outpaintings of each 1x image; "
+          f"writing canvas.json, canvas.md and canvas_samples.png to {Path(args.out).resolve()}", flush=True)
     results = evaluate_canvas(loop, args.out, settings, args.classifier, show_progress=True)
     print(markdown(results))
     print(f"wrote {args.out}/canvas.json, canvas.md, canvas_samples.png in {results['wall_seconds']:.0f} s")

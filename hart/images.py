@@ -72,8 +72,8 @@ def place_on_canvas(image: Image.Image, size: int, left: int, right: int, top: i
     width, height = size - left - right, size - top - bottom
     if width < 1 or height < 1:
         raise ConfigError(f"the margins leave no room for the image on the {size}x{size} canvas (left + right and "
-                          f"top + bottom must be below {size}); larger canvases are the any-size canvas feature, "
-                          "not outpainting within this model's canvas")
+                          f"top + bottom must be below {size}); to extend past the trained size, keep the image's "
+                          "size and ask for a canvas with --to WxH")
     if not any(margins.values()):
         raise ConfigError("outpainting needs at least one of --left, --right, --top, --bottom above 0")
     pixels = np.zeros((size, size, 3), dtype=np.float32)

@@ -89,7 +89,8 @@ def evaluate_canvas(loop, out: str | Path, settings: CanvasEvalSettings = Canvas
     if show_progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=len(cases) * len(settings.widths), desc="eval: canvases", unit="canvas", leave=False)
+        bar = tqdm(total=len(cases) * (len(settings.widths) + len(OUTPAINTS)), desc="eval: canvases", unit="canvas",
+                   leave=False)
     rows, samples, bases = [], {}, {}
     for multiple in settings.widths:
         for index, (prompt, background) in enumerate(cases):
@@ -112,9 +113,9 @@ def evaluate_canvas(loop, out: str | Path, settings: CanvasEvalSettings = Canvas
                 samples[f"{multiple}x"] = image
             if bar is not None:
                 bar.update(1)
+    extended, pictures = _outpaints(loop, judge, cases, bases, settings, size, bar)
     if bar is not None:
         bar.close()
-    extended, pictures = _outpaints(loop, judge, cases, bases, settings, size)
     results = _summary(rows, settings, size)
     results["outpaint"] = _outpaint_summary(extended)
     results["wall_seconds"] = time.perf_counter() - started
@@ -133,7 +134,7 @@ def _backgrounds(judge, image: np.ndarray, plan, size: int, skip: list[bool] | N
 
 
 def _outpaints(loop, judge, cases: list[tuple[str, str]], bases: dict[int, np.ndarray],
-               settings: CanvasEvalSettings, size: int) -> tuple[list[dict], dict[str, np.ndarray]]:
+               settings: CanvasEvalSettings, size: int, bar=None) -> tuple[list[dict], dict[str, np.ndarray]]:
     """Each prompt's 1x image (drawn now if the widths left it out) extended as OUTPAINTS says, with its seed
     and prompt; -> rows and the first prompt's pictures."""
     rows, pictures = [], {}
@@ -159,6 +160,8 @@ def _outpaints(loop, judge, cases: list[tuple[str, str]], bases: dict[int, np.nd
                          "seam": seam_score(result.images[0], result.owners, result.plan.cell)})
             if index == 0:
                 pictures[f"outpaint {rows[-1]['size']} {anchor}"] = result.images[0]
+            if bar is not None:
+                bar.update(1)
     return rows, pictures
 
 
