@@ -44,6 +44,7 @@ PROMPTS = ["a red circle on a blue background", "a small green square", "", "   
 OPTIONS = ["--cfg", "--top-k", "--top-p", "--temperature", "--residual-guidance", "--seed", "-n", "--batch-size",
            "--device", "--dtype", "--model", "--backend", "--text-encoder"]
 VALUES = [None, -1, 0, 1, 1e12, 2**64, 0.5, -0.5, "x", "", [], {}, True, [1, 2], {"a": 1}, "../x", 1e-300]
+SIZES = ["128x64", "96x96", "64x64", "100x64", "0x64", "-64x64", "x", "64x32", "320x64", "999999999x64"]
 SAFETENSORS_DTYPES = ["I64", "BOOL", "F16", "BF16", "U8", "F64", "I8", "XX", 7, None]
 
 
@@ -117,14 +118,14 @@ def shown_lines(stderr: str) -> list[str]:
     return [line for line in lines if line.strip()]
 
 
-def image_problem(path: Path) -> str | None:
+def image_problem(path: Path, size: tuple[int, int] = (64, 64)) -> str | None:
     from PIL import Image
 
     try:
         with Image.open(path) as image:
             image.load()
-            if image.size != (64, 64):
-                return f"{path.name} is {image.size}, not 64x64"
+            if image.size != size:
+                return f"{path.name} is {image.size}, not {size[0]}x{size[1]}"
             low, high = zip(*image.getextrema())
             if low == high:
                 return f"{path.name} is one flat color"
@@ -133,8 +134,18 @@ def image_problem(path: Path) -> str | None:
     return None
 
 
+def asked_size(argv: list[str]) -> tuple[int, int]:
+    """The image size a run should write: --size or --to when given and well formed, else the trained 64x64."""
+    for option in ("--size", "--to"):
+        if option in argv[:-1]:
+            parts = argv[argv.index(option) + 1].split("x")
+            if len(parts) == 2 and all(part.isdigit() for part in parts):
+                return int(parts[0]), int(parts[1])
+    return 64, 64
+
+
 def judge(code: int, stderr: str, escaped: str | None, reads: list[str], case_dir: Path, outputs: list[Path],
-          before: set[Path], roots: list[Path]) -> tuple[str, str]:
+          before: set[Path], roots: list[Path], size: tuple[int, int] = (64, 64)) -> tuple[str, str]:
     """-> (outcome, detail). Outcomes: ok, refused; anything else is a failure."""
     inside = tuple(str(r.resolve()) for r in roots) + ALLOWED_PREFIXES
     outside = sorted({p for p in reads if not p.startswith(inside)})
@@ -158,7 +169,7 @@ def judge(code: int, stderr: str, escaped: str | None, reads: list[str], case_di
             return "ok", "exit 0"
         if not written:
             return "no-image", "exit 0 without an image"
-        problems = [problem for p in written if (problem := image_problem(p))]
+        problems = [problem for p in written if (problem := image_problem(p, size))]
         return ("broken-image", problems[0]) if problems else ("ok", f"{len(written)} image(s)")
     return "bad-exit", f"exit {code}: " + "\n".join(lines[-3:])
 
@@ -289,7 +300,8 @@ class Fuzzer:
         before = set(folder.rglob("*"))
         started = time.perf_counter()
         code, stderr, escaped = run_cli(argv, self.reads)
-        outcome, detail = judge(code, stderr, escaped, self.reads.paths, folder, outputs, before, roots)
+        outcome, detail = judge(code, stderr, escaped, self.reads.paths, folder, outputs, before, roots,
+                                asked_size(argv))
         return {"category": category, "case": describe, "argv": argv[:12], "outcome": outcome, "detail": detail[:600],
                 "seconds": round(time.perf_counter() - started, 2)}
 
@@ -323,9 +335,17 @@ class Fuzzer:
 
                     Image.new("L", rnd.choice([(64, 64), (32, 32), (96, 48)]), rnd.choice([0, 255, 128])).save(mask)
                     argv += ["--mask", str(mask)]
+            elif rnd.random() < 0.5:  # past the trained size
+                argv += ["--to", rnd.choice(SIZES)]
+                if rnd.random() < 0.6:
+                    argv += ["--anchor", rnd.choice(["center", "left", "bottom-right", "top", "middle", ""])]
+                if rnd.random() < 0.2:
+                    argv += [rnd.choice(["--left", "--no-fill"]), "8"][:1 if rnd.random() < 0.5 else 2]
             else:
                 for side in rnd.sample(["--left", "--right", "--top", "--bottom"], rnd.randrange(0, 3)):
                     argv += [side, rnd.choice(["8", "0", "-2", "70", "x", "32"])]
+        elif rnd.random() < 0.15:  # a canvas past the trained size
+            argv += ["--size", rnd.choice(SIZES)]
             if rnd.random() < 0.3:
                 argv += ["--threshold", rnd.choice(["0", "0.5", "1", "nan", "-1"])]
         chosen = rnd.sample(OPTIONS, rnd.randrange(0, 4))
