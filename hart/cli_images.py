@@ -83,7 +83,9 @@ def open_loop(backend: str, model: str, device: str = "auto", dtype: str = "fp32
     from hart.pipeline import HARTPipeline
 
     pipe = HARTPipeline.from_pretrained(model, device, dtype, text_encoder)
-    return pipe.loop, f"{pipe.device}, {dtype}"
+    from hart.device import DTYPES
+
+    return pipe.loop, f"{pipe.device}, {next(k for k, v in DTYPES.items() if v == pipe.dtype)}"
 
 
 def _open(args: argparse.Namespace):

@@ -51,7 +51,9 @@ def _add_image_arguments(parser: argparse.ArgumentParser, default_output: str) -
     parser.add_argument("-o", "--output", default=default_output,
                         help="output image; with several images, -<index> is added before the suffix")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default auto)")
-    parser.add_argument("--dtype", default="fp32", choices=("fp32", "fp16", "bf16"))
+    parser.add_argument("--dtype", default="auto", choices=("auto", "fp32", "fp16", "bf16"),
+                        help="auto (default): fp32, the exact precision (and on CPUs the fastest exact one); bf16 is "
+                             "fast only on CPUs with native bf16 and warns elsewhere; fp16 and bf16 on GPUs")
     parser.add_argument("--backend", default="torch", choices=("torch", "onnx", "coreml"),
                         help="torch (default); onnx or coreml (macOS): --model is then an export folder such as OUT/int8")
 

@@ -116,6 +116,7 @@ def _record_case(loop: GenerationLoop, calls: list[Call], arrays: dict[str, np.n
 def record(loop: GenerationLoop) -> tuple[dict[str, np.ndarray], dict]:
     """Run every case through `loop` (a graph backend, e.g. the export wrappers) and collect the trace."""
     recorder = _Recorder(loop.backend)
+    loop.backend.shares_prefix = False  # the ports' loop: every guided row through the text step (see _Prefix)
     arrays: dict[str, np.ndarray] = {}
     cases = []
     for name, prompt_index, seed, options, shares in CASES:
@@ -170,6 +171,8 @@ class ReplayBackend(GraphBackend):
     """Answers the loop's graph calls from a trace case and checks every input the loop feeds.
 
     The reference replay for ports: the JavaScript and Swift replays do exactly these checks."""
+
+    shares_prefix = False  # the trace holds the plain loop's calls: 2B rows through the text step
 
     def __init__(self, config: HARTConfig, manifest_text: TextSection, rope: RopeSection, arrays: dict, case: dict):
         super().__init__(config, manifest_text, rope)

@@ -124,6 +124,16 @@ class Backend(Protocol):
     def synchronize(self) -> None:
         """Wait for queued device work, so stage timings are true."""
 
+    # with shares_prefix = True (optional; False where graphs have fixed rows, e.g. Core ML):
+    def take_condition(self, condition: Any, index: np.ndarray) -> Any:
+        """The pooled condition of rows `index` (ops.take does the same for arrays)."""
+
+    def text_step(self, x: Any, condition: Any, rope: Any, plan: "PrefixRows", kept: Any | None) -> tuple[Any, Any]:
+        """The text prefix for the k rows x holds (rope: theirs; condition: all R rows; plan.rows: which) ->
+        logits [R, 1, V] of the batch's rows (plan.index into the computed rows, then kept's) and the
+        state of rows plan.keep for later calls (kept: such a state, or None). Afterwards the KV cache
+        holds the R rows; anything that mixes rows runs on all R, so the result equals step()'s."""
+
 
 @dataclass
 class StageEvent:
@@ -179,6 +189,56 @@ class _StageClock:
             self.callback(StageEvent(stage, seconds, scale_index, f_hat))
 
 
+@dataclass(frozen=True)
+class PrefixRows:
+    """Which rows a shared text prefix computes (see _Prefix). k = rows computed now, R = 2B."""
+
+    rows: np.ndarray  # [k] int: the batch row whose condition each computed row has
+    index: np.ndarray  # [R] int: batch row r is row index[r] of (the computed rows, then the kept ones)
+    keep: np.ndarray  # [j] int: computed rows to hand back for later calls (the unconditional one, once)
+
+
+class _Prefix:
+    """The text prefix (scale 0) computed once per distinct row: the images of one prompt share its
+    conditional row, and the unconditional row, the same for every prompt, is computed once per loop and
+    kept (backend state: its KV rows and last hidden state). The rows computed are [cond of each distinct
+    prompt; uncond], the unconditional one left out once kept; the backend's text_step expands them to
+    the R = 2B rows of the batch and runs everything that mixes rows (the condition's modulation, the
+    logits head) on all R, so the numbers are those of computing every row.
+    A backend that does not share prefixes (shares_prefix False) computes all R rows with step()."""
+
+    def __init__(self, prompts: list[str], shared: bool, kept: Any | None):
+        self.shared, self.kept = shared, kept if shared else None
+        self.prompts = list(dict.fromkeys(prompts)) if shared else prompts
+        if not shared:
+            return
+        distinct, batch = len(self.prompts), len(prompts)
+        index = np.concatenate([[self.prompts.index(p) for p in prompts], np.full(batch, distinct)]).astype(np.int64)
+        computed = distinct + (self.kept is None)
+        self.plan = PrefixRows(np.array([np.flatnonzero(index == j)[0] for j in range(computed)], dtype=np.int64),
+                               index, np.array([distinct] if self.kept is None else [], dtype=np.int64))
+
+    def rows(self, ops, features: Any, mask: np.ndarray, positions: np.ndarray) -> tuple[Any, np.ndarray, np.ndarray]:
+        """The 2U guided rows of the distinct prompts -> the U + 1 rows to condition (all, unshared)."""
+        if not self.shared:
+            return features, mask, positions
+        keep = np.arange(len(self.prompts) + 1)  # [cond_0 .. cond_U-1, the first uncond row]
+        return ops.take(features, keep), mask[keep], positions[keep]
+
+    def step(self, backend, x: Any, condition: Any, positions: np.ndarray) -> tuple[Any, Any, Any, np.ndarray]:
+        """The text step -> logits [R, 1, V], hidden (None when shared: scale 0's is never used), and the
+        condition and positions of the batch's R rows."""
+        if not self.shared:
+            logits, hidden = backend.step(0, x, condition, backend.rope(0, positions))
+            return logits[:, -1:], hidden, condition, positions  # the first token: the last text position
+        computed, index = np.arange(len(self.plan.rows)), self.plan.index
+        condition = backend.take_condition(condition, index)
+        logits, kept = backend.text_step(backend.ops.take(x, computed), condition,
+                                         backend.rope(0, positions[computed]), self.plan, self.kept)
+        self.kept = self.kept if self.kept is not None else kept
+        return logits, None, condition, positions[index]
+
+
 class GenerationLoop:
     """Drives one backend through HART's stages; `generate` is the whole public surface."""
 
@@ -187,6 +247,7 @@ class GenerationLoop:
         self.schedule = ScaleSchedule(config.patch_nums, config.text.max_tokens)
         head = config.residual_head
         self.residual_steps = diffusion_schedule(head.train_steps, head.sampling_steps).num_steps
+        self._unconditional = None  # the unconditional row's text prefix (KV rows, logits), once computed
 
     def settings(self, **overrides) -> SamplingSettings:
         return SamplingSettings.resolve(self.config.sampling, self.schedule.num_scales, **overrides)
@@ -278,8 +339,9 @@ class GenerationLoop:
         backend, schedule, batch = self.backend, self.schedule, len(prompts)
         last, vocab = schedule.num_scales - 1, self.config.tokenizer.vocab_size
         clock.start()
-        features, mask = backend.encode_text(prompts)
-        feature_rows, mask_rows, positions = guided_rows(backend.ops, features, mask)
+        prefix = _Prefix(prompts, getattr(backend, "shares_prefix", False), self._unconditional)
+        features, mask = backend.encode_text(prefix.prompts)
+        feature_rows, mask_rows, positions = prefix.rows(backend.ops, *guided_rows(backend.ops, features, mask))
         x, condition = backend.condition(feature_rows, mask_rows)
         clock.stop("text")
 
@@ -287,10 +349,11 @@ class GenerationLoop:
         sampled, used, soft = [], [], None
         for si, n in enumerate(schedule.patch_nums):
             clock.start()
-            rope = backend.rope(si, positions if si == 0 else rope_offsets(positions))
-            logits, hidden = backend.step(si, x, condition, rope)
-            if si == 0:
-                logits = logits[:, -1:]  # the first token comes from the last text position
+            if si == 0:  # the text prefix, shared where the backend can
+                logits, hidden, condition, positions = prefix.step(backend, x, condition, positions)
+                self._unconditional = prefix.kept if prefix.shared else self._unconditional
+            else:
+                logits, hidden = backend.step(si, x, condition, backend.rope(si, rope_offsets(positions)))
             guided = guide(logits, guidance_weight(settings.cfg, schedule.progress(si)))
             values, candidates = backend.candidates(guided, settings.top_k[si])
             uniforms = rng.token_uniforms(seeds, si, n * n).reshape(-1)

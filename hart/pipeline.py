@@ -33,6 +33,10 @@ class TorchOps:
     def where(mask: np.ndarray, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         return torch.where(torch.from_numpy(mask).to(b.device), a.to(b), b)
 
+    @staticmethod
+    def take(array: torch.Tensor, index: np.ndarray) -> torch.Tensor:
+        return array[torch.from_numpy(np.asarray(index, dtype=np.int64)).to(array.device)]
+
 
 class TorchBackend:
     """HARTModel's networks as the loop's backend; models stay pure functions of tensors."""
@@ -40,6 +44,7 @@ class TorchBackend:
     ops = TorchOps()
     soft_codes = True
     max_batch = None
+    shares_prefix = True
 
     def __init__(self, model: HARTModel, device: torch.device, dtype: torch.dtype):
         self.model, self.device, self.dtype = model, device, dtype
@@ -65,12 +70,39 @@ class TorchBackend:
     def condition(self, features: torch.Tensor, mask: np.ndarray):
         return self.transformer.embed_context(features.to(self.dtype), torch.from_numpy(mask).to(self.device))
 
+    def _cache(self, rows: int, length: int | None = None) -> StaticKVCache:
+        t = self.model.config.transformer
+        return StaticKVCache(t.depth, rows, t.heads, length or self.schedule.sequence_length, t.head_dim, self.dtype,
+                             self.device)
+
     def begin(self, batch: int) -> torch.Tensor:
-        t, config = self.model.config.transformer, self.model.config
-        self.cache = StaticKVCache(t.depth, 2 * batch, t.heads, self.schedule.sequence_length, t.head_dim, self.dtype,
-                                   self.device)
+        config = self.model.config
+        self.cache = self._cache(2 * batch)
         size = config.latent_size
         return torch.zeros(batch, config.tokenizer.latent_channels, size, size, device=self.device)
+
+    def take_condition(self, condition, index: np.ndarray):
+        return type(condition)(*(TorchOps.take(part, index) for part in (condition.blocks, condition.head)))
+
+    def text_step(self, x: torch.Tensor, condition, rope, plan, kept):
+        """The blocks on x's k rows (their modulation taken from all R rows' condition), then the cache and
+        the last text position's hidden state expanded to the R rows and the logits head run on all R:
+        every matmul whose rows are batch rows (not tokens) sees the R rows step() would."""
+        length, take = self.schedule.step_starts[1], TorchOps.take
+        cache = self._cache(len(plan.rows), length)  # the text positions only
+        rows = torch.from_numpy(plan.rows).to(self.device)
+        last = self.transformer.forward_blocks(x, condition, rope, cache, 0, rows=rows)[:, -1:]  # [k, 1, C]
+        keys, values = cache.keys, cache.values  # per layer [k, H, T, D]
+        new = None
+        if len(plan.keep):
+            new = ([take(k, plan.keep) for k in keys], [take(v, plan.keep) for v in values], take(last, plan.keep))
+        if kept is not None:
+            keys = [torch.cat([k, old]) for k, old in zip(keys, kept[0])]
+            values = [torch.cat([v, old]) for v, old in zip(values, kept[1])]
+            last = torch.cat([last, kept[2]])
+        for layer, (k, v) in enumerate(zip(keys, values)):  # into begin()'s cache of the R rows
+            self.cache.write(layer, 0, take(k, plan.index), take(v, plan.index))
+        return self.transformer.logits(take(last, plan.index), condition), new
 
     def rope(self, scale_index: int, positions: np.ndarray):
         positions = torch.from_numpy(positions).to(self.device)

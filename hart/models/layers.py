@@ -80,10 +80,16 @@ class Block(nn.Module):
         self.adaln = nn.Linear(width, 6 * width)
 
     def forward(self, x: torch.Tensor, cond: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor],
-                cache: KVCache | None = None, start: int = 0, mask: torch.Tensor | None = None) -> torch.Tensor:
-        """x [B, L, C], cond [B, C] (pooled text condition) -> [B, L, C]."""
+                cache: KVCache | None = None, start: int = 0, mask: torch.Tensor | None = None,
+                rows: torch.Tensor | None = None) -> torch.Tensor:
+        """x [B, L, C], cond [B, C] (pooled text condition) -> [B, L, C]; with rows [B'], x holds only those
+        rows of cond's batch (the modulation is computed for all of cond: small-M matmuls are not batch
+        invariant on CPU, so a subset would change the last bits)."""
+        modulation = self.adaln(F.silu(cond))
+        if rows is not None:
+            modulation = modulation[rows]
         gamma1, gamma2, scale1, scale2, shift1, shift2 = (
-            self.adaln(F.silu(cond)).view(-1, 1, 6, x.shape[-1]).unbind(2))  # each [B, 1, C]
+            modulation.view(-1, 1, 6, x.shape[-1]).unbind(2))  # each [B, 1, C]
         attn_in = self.norm(x).mul(scale1.add(1)).add_(shift1)
         x = x + self.attn(attn_in, rope, cache, start, mask).mul_(gamma1)
         mlp_in = self.norm(x).mul(scale2.add(1)).add_(shift2)

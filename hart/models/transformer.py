@@ -73,11 +73,14 @@ class HARTTransformer(nn.Module):
 
     # ------------------------------------------------------------------------------------ body
     def forward_blocks(self, x: torch.Tensor, condition: Condition, rope: tuple[torch.Tensor, torch.Tensor],
-                       cache: KVCache | None = None, start: int = 0, mask: torch.Tensor | None = None
-                       ) -> torch.Tensor:
-        """x [B, L, C] at sequence positions start..start+L -> final hidden states [B, L, C]."""
+                       cache: KVCache | None = None, start: int = 0, mask: torch.Tensor | None = None,
+                       rows: torch.Tensor | None = None) -> torch.Tensor:
+        """x [B, L, C] at sequence positions start..start+L -> final hidden states [B, L, C].
+
+        rows [B']: x holds only these rows of the condition's batch (a shared text prefix); the modulation
+        is still computed for every row of the condition, so its matmul sees the batch it always sees."""
         for block in self.blocks:
-            x = block(x, condition.blocks, rope, cache, start, mask)
+            x = block(x, condition.blocks, rope, cache, start, mask, rows)
         return x
 
     def logits(self, hidden: torch.Tensor, condition: Condition) -> torch.Tensor:

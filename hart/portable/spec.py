@@ -44,6 +44,9 @@ class ArrayOps(Protocol):
     def where(self, mask: np.ndarray, a: Any, b: Any) -> Any:
         """a where the numpy bool `mask` (broadcast) is True, else b."""
 
+    def take(self, array: Any, index: np.ndarray) -> Any:
+        """Rows `index` (numpy int) of the array, along axis 0."""
+
 
 class NumpyOps:
     @staticmethod
@@ -57,6 +60,10 @@ class NumpyOps:
     @staticmethod
     def where(mask, a, b):
         return np.where(mask, a, b).astype(np.asarray(b).dtype)
+
+    @staticmethod
+    def take(array, index):
+        return np.take(array, index, axis=0)
 
 
 def positions_from_mask(mask: np.ndarray) -> np.ndarray:

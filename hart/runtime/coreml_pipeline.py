@@ -27,6 +27,7 @@ class CoreMLBackend(GraphBackend):
     """Core ML packages; text handling, RoPE and the loop's calls are GraphBackend's."""
 
     max_batch = 1
+    shares_prefix = False  # the step packages have two fixed rows
 
     def __init__(self, folder: Path, manifest: Manifest):
         if platform.system() != "Darwin":

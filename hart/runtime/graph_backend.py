@@ -51,6 +51,7 @@ class GraphBackend:
     ops = NumpyOps()
     soft_codes = False
     max_batch: int | None = None
+    shares_prefix = True  # graphs with free row counts (Core ML's fixed shapes turn it off)
 
     def __init__(self, config: HARTConfig, text: TextSection, rope: RopeSection, folder: Path | None = None):
         if text.kind not in ("words", "random", "qwen2") or (text.kind == "qwen2" and not text.tokenizer_json):
@@ -84,8 +85,7 @@ class GraphBackend:
         return tokens, (cond_blocks, cond_head)
 
     def begin(self, batch: int) -> np.ndarray:
-        depth, heads, head_dim = self.cache_shape
-        self.past_k = self.past_v = np.zeros((depth, 2 * batch, heads, 0, head_dim), dtype=np.float32)
+        self.past_k = self.past_v = self._empty_cache(2 * batch)
         size = self.config.latent_size
         return np.zeros((batch, self.config.tokenizer.latent_channels, size, size), dtype=np.float32)
 
@@ -101,6 +101,30 @@ class GraphBackend:
             "step", x=x, cond_blocks=cond_blocks, cond_head=cond_head, cos=cos, sin=sin, past_k=self.past_k,
             past_v=self.past_v)
         return logits, hidden
+
+    @staticmethod
+    def take_condition(condition, index: np.ndarray):
+        return tuple(np.take(part, index, axis=0) for part in condition)
+
+    def _empty_cache(self, rows: int) -> np.ndarray:
+        depth, heads, head_dim = self.cache_shape
+        return np.zeros((depth, rows, heads, 0, head_dim), dtype=np.float32)
+
+    def text_step(self, x: np.ndarray, condition, rope, plan, kept):
+        """The step graph on x's k rows with their rows' condition, then the cache and the logits expanded
+        to the R rows (the graph's row-wise arithmetic does not depend on how many rows it runs)."""
+        (cond_blocks, cond_head), (cos, sin) = condition, rope
+        empty = self._empty_cache(len(plan.rows))
+        logits, _, keys, values = self.run("step", x=x, cond_blocks=cond_blocks[plan.rows],
+                                           cond_head=cond_head[plan.rows], cos=cos, sin=sin, past_k=empty,
+                                           past_v=empty)
+        state = (keys, values, logits[:, -1:])
+        new = (keys[:, plan.keep], values[:, plan.keep], state[2][plan.keep]) if len(plan.keep) else None
+        if kept is not None:
+            state = (np.concatenate([keys, kept[0]], axis=1), np.concatenate([values, kept[1]], axis=1),
+                     np.concatenate([state[2], kept[2]]))
+        self.past_k, self.past_v = state[0][:, plan.index], state[1][:, plan.index]
+        return state[2][plan.index], new
 
     def candidates(self, guided: np.ndarray, top_k: int) -> tuple[np.ndarray, None]:
         return guided.reshape(-1, guided.shape[-1]), None

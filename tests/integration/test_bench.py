@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from hart import cpu
 from hart.bench import machine, report
 
 OLD_RESULTS = Path(__file__).parents[2] / "benchmarks" / "results" / "cpu-2core" / "results.json"
@@ -47,7 +48,7 @@ def test_quick_benchmark_writes_a_complete_report(onnx_export, tmp_path):
 
 def test_machine_records_the_cpu_instruction_sets():
     features = machine.describe()["cpu_features"]
-    assert set(features["flags"]) <= set(machine.CPU_FEATURES)
+    assert set(features["flags"]) <= set(cpu.CPU_FEATURES)
     for key in ("native_bf16", "native_int8_dot", "native_fp16"):
         assert features[key] in (True, False, None)
         if platform.system() == "Linux":
@@ -58,13 +59,13 @@ def test_machine_records_the_cpu_instruction_sets():
 
 def test_cpu_flags_parse_on_x86_arm_and_macos():
     x86 = "processor\t: 0\nflags\t\t: fpu sse2 avx avx2 fma f16c avx512f avx512bw avx512_vnni amx_tile\n"
-    assert machine.parse_cpuinfo(x86) == {"avx2", "fma", "f16c", "avx512f", "avx512_vnni", "amx_tile"}
+    assert cpu.parse_cpuinfo(x86) == {"avx2", "fma", "f16c", "avx512f", "avx512_vnni", "amx_tile"}
     arm = "processor\t: 0\nFeatures\t: fp asimd evtstrm aes fphp asimdhp asimddp i8mm bf16\nCPU part\t: 0xd0c\n"
-    assert machine.parse_cpuinfo(arm) == {"asimd", "fphp", "asimddp", "i8mm", "bf16"}
-    assert machine.parse_cpuinfo("processor\t: 0\nvendor_id\t: IBM/S390\n") is None
+    assert cpu.parse_cpuinfo(arm) == {"asimd", "fphp", "asimddp", "i8mm", "bf16"}
+    assert cpu.parse_cpuinfo("processor\t: 0\nvendor_id\t: IBM/S390\n") is None
     mac = ("machdep.cpu.features: FPU SSE2 FMA AVX1.0 F16C\nmachdep.cpu.leaf7_features: AVX2 AVX512F AVX512VNNI\n"
            "hw.optional.arm.FEAT_BF16: 1\nhw.optional.arm.FEAT_I8MM: 0\nhw.optional.neon: 1\n")
-    assert machine.parse_sysctl(mac) == {"fma", "f16c", "avx2", "avx512f", "avx512_vnni", "bf16", "asimd"}
+    assert cpu.parse_sysctl(mac) == {"fma", "f16c", "avx2", "avx512f", "avx512_vnni", "bf16", "asimd"}
 
 
 def _row(backend: str, device: str, precision: str, reference: bool = False) -> dict:

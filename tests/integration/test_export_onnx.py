@@ -231,3 +231,19 @@ def test_int8_and_int4_keep_prompt_adherence_within_two_and_four_points(export, 
     for attribute in ("color", "shape", "position"):
         assert scores["int8"][attribute] >= scores["fp32"][attribute] - 0.02, (attribute, scores)
         assert scores["int4"][attribute] >= scores["fp32"][attribute] - 0.04, (attribute, scores)
+
+
+def test_onnx_shares_the_text_prefix_bit_for_bit(export):
+    """The unconditional row computed once per loop and one conditional row per distinct prompt give the
+    unshared loop's images exactly (onnxruntime's row arithmetic does not depend on the batch)."""
+    prompts = ["a red circle on a blue background", "a small green square", "a red circle on a blue background"]
+    loop = OnnxPipeline(export / "fp32")
+    loop.backend.shares_prefix = False
+    want = loop.generate(prompts, seed=[1, 2, 3])
+    loop.backend.shares_prefix = True
+    for batch, seeds, rows in ((prompts, [1, 2, 3], slice(None)), (prompts, [1, 2, 3], slice(None)),
+                               (prompts[1:2], [2], slice(1, 2))):  # computes uncond, then keeps it
+        got = loop.generate(batch, seed=seeds)
+        assert np.array_equal(want.images[rows], got.images)
+        assert all(np.array_equal(a[rows], b) for a, b in zip(want.ids, got.ids))
+    assert loop._unconditional is not None

@@ -98,3 +98,20 @@ def test_bf16_generates_finite_images(model):
     bf16 = HARTPipeline(model, device="cpu", dtype="bf16").generate([PROMPT], seed=4, residual=False)
     assert bf16.images.dtype == torch.float32 and bf16.images.shape == fp32.images.shape
     assert torch.isfinite(bf16.images).all()
+
+
+def test_auto_is_fp32_and_bf16_warns_once_on_a_cpu_that_emulates_it(caplog):
+    from hart import device
+
+    cpu = torch.device("cpu")
+    assert device.resolve_dtype("auto", cpu) == torch.float32
+    device._warned.clear()
+    with caplog.at_level("WARNING", logger="hart.device"):
+        assert device.resolve_dtype("bf16", cpu, native_bf16=True) == torch.bfloat16
+        assert not caplog.records
+        device.resolve_dtype("bf16", cpu, native_bf16=False)
+        device.resolve_dtype("bf16", cpu, native_bf16=False)
+    assert len(caplog.records) == 1 and "no native bf16" in caplog.records[0].getMessage()
+    assert f"about {device.BF16_EMULATED_FACTOR}x slower than fp32" in caplog.records[0].getMessage()
+    with pytest.raises(ConfigError, match="unknown dtype 'int3'; use one of auto, fp32, fp16, bf16"):
+        device.resolve_dtype("int3", cpu)
