@@ -185,7 +185,7 @@ def _bench(args: argparse.Namespace) -> None:
     import matplotlib  # noqa: F401  the report's plots need it: refused before minutes of benchmarks, not after
 
     from hart.bench.run import run_benchmark
-    from hart.bench.scenarios import BACKENDS, MODELS
+    from hart.bench.scenarios import BACKENDS, MODELS, OFFICIAL
 
     def listed(text, known=None, kind=str):
         if text is None:
@@ -200,13 +200,13 @@ def _bench(args: argparse.Namespace) -> None:
                             f"{', '.join(known)}")
         return values
 
-    models, backends, batches = listed(args.models, MODELS), listed(args.backends, tuple(BACKENDS)), \
+    models, backends, batches = listed(args.models, MODELS), listed(args.backends, tuple(b for b in BACKENDS if b != OFFICIAL)), \
         listed(args.batches, kind=int)
     where = args.exports or "a temporary folder (removed afterwards; --exports DIR keeps them)"
     print(f"benchmarking ({args.mode} mode): writing report.md, results.json and plots to "
           f"{Path(args.out).resolve()}; exports in {where}", flush=True)
     summary = run_benchmark(args.mode, args.out, models, backends, batches, args.runs, args.warmup, args.exports,
-                            show_progress=True)
+                            show_progress=True, official=args.official)
     for r in summary["results"]:
         print(f"{r['scenario']['model']:<18} {r['scenario']['backend']:<26} b{r['scenario']['batch']}  "
               f"{r['wall_seconds']['median']:.3f} s median, {r['wall_seconds']['p90']:.3f} s p90")

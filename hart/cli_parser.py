@@ -209,6 +209,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--runs", type=int, help="timed runs per scenario (default 5)")
     bench.add_argument("--warmup", type=int, help="untimed runs first (default 1)")
     bench.add_argument("--exports", help="folder to keep (and reuse) the ONNX / Core ML exports in")
+    bench.add_argument("--official", metavar="PATH",
+                       help="a local clone of mit-han-lab/hart: its code is timed the same way on the 0.7B models of "
+                            "the run (CPU, fp32, random weights) and the report compares every row with it")
 
     demo = commands.add_parser("demo", help="serve the on-device demo")
     demo_kinds = demo.add_subparsers(dest="kind", required=True, parser_class=Parser)

@@ -116,7 +116,7 @@ def _record_case(loop: GenerationLoop, calls: list[Call], arrays: dict[str, np.n
 def record(loop: GenerationLoop) -> tuple[dict[str, np.ndarray], dict]:
     """Run every case through `loop` (a graph backend, e.g. the export wrappers) and collect the trace."""
     recorder = _Recorder(loop.backend)
-    loop.backend.shares_prefix = False  # the ports' loop: every guided row through the text step (see _Prefix)
+    loop.backend.shares_prefix = False  # the ports' loop: every guided row through the text step (see hart.prefix)
     arrays: dict[str, np.ndarray] = {}
     cases = []
     for name, prompt_index, seed, options, shares in CASES:

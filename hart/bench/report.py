@@ -66,6 +66,14 @@ def _footnotes(rows: list[dict], machine: dict) -> list[str]:
     return ["", *(FOOTNOTES[m] for m in FOOTNOTES if m in marks)] if marks else []
 
 
+def _speedup(row: dict, rows: list[dict]) -> str:
+    """The official code's median over this row's (same model and batch), or a dash without an official row."""
+    s = row["scenario"]
+    official = [r for r in rows if r["scenario"].get("runtime") == "official" and r["scenario"]["model"] == s["model"]
+                and r["scenario"]["batch"] == s["batch"]]
+    return f"{official[0]['wall_seconds']['median'] / row['wall_seconds']['median']:.2f}x" if official else "—"
+
+
 def markdown(results: dict) -> str:
     machine, peaks, rows = results["machine"], results["matmul_peak_gflops"], results["results"]
 
@@ -85,19 +93,29 @@ def markdown(results: dict) -> str:
         "on the CPU for the same prompts and seeds.", "",
         "## End to end", "",
         "| model | backend | precision | batch | median (s) | p90 (s) | time to first scale (s) | load (s) "
-        "| peak memory (MB) | artifact (MB) | tokens = fp32 | PSNR vs fp32 (dB) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| peak memory (MB) | artifact (MB) | tokens = fp32 | PSNR vs fp32 (dB) | speed-up vs official |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         s, fidelity = r["scenario"], r.get("fidelity", {})
         memory = r.get("cuda_max_allocated_mb", r["peak_rss_mb"])
+        official = r["scenario"].get("runtime") == "official"
         lines.append(f"| {s['model']} | {backend(r)} | {s['precision']} | {s['batch']} | "
                      f"{_fmt(r['wall_seconds']['median'])} | {_fmt(r['wall_seconds']['p90'])} | "
                      f"{_fmt(r['time_to_first_scale_seconds'])} | "
                      f"{_fmt(r['load_seconds'], 1)} | {memory:.0f} | {r['artifact_bytes'] / 2**20:.1f} | "
                      f"{'reference' if 'flops_per_stage' in r else _fmt(fidelity.get('token_agreement'))} | "
-                     f"{'reference' if 'flops_per_stage' in r else _fmt(fidelity.get('psnr_db'), 1)} |")
+                     f"{'reference' if 'flops_per_stage' in r else _fmt(fidelity.get('psnr_db'), 1)} | "
+                     f"{'official' if official else _speedup(r, rows)} |")
     lines += _footnotes(rows, machine)
+    if any(r["scenario"].get("runtime") == "official" for r in rows):
+        commit = next(r.get("official_commit") for r in rows if r["scenario"].get("runtime") == "official")
+        lines += ["", f"official-cpu-fp32: the official mit-han-lab/hart code (commit {commit or 'unknown'}), "
+                  "timed the same way in a process of its own (`hart bench --official PATH`, hart/bench/"
+                  "official_worker.py): fp32 on the CPU, random weights and random text features, its CUDA-only "
+                  "fused RMSNorm and RoPE kernels replaced by plain PyTorch and `.cuda()` a no-op. Speed-up = its "
+                  "median / the row's median, same model and batch; its stages come from hooks on its modules "
+                  "(scale 0 includes the text prefix, as here)."]
     stages = list(rows[0]["stage_seconds"]) if rows else []
     lines += ["", "## Time per stage (median seconds)", "",
               "| model | backend | " + " | ".join(stages) + " |", "|---|---|" + "---|" * len(stages)]

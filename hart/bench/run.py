@@ -17,6 +17,7 @@ from hart.errors import HartError
 
 log = logging.getLogger(__name__)
 WORKER_TIMEOUT = 3600
+OFFICIAL_MARKER = "hart/modules/models/transformer/hart_transformer_t2i.py"  # what makes a folder the official code
 
 
 def _export_folder(scenario: Scenario, exports: Path) -> Path:
@@ -61,11 +62,38 @@ def prepare_exports(scenarios: list[Scenario], exports: Path, bar: tqdm | None =
             bar.update()
 
 
-def run_scenario(scenario: Scenario, exports: Path, reference: Path, runs: int, warmup: int) -> dict:
+def check_official(path: str | Path) -> Path:
+    """A local clone of mit-han-lab/hart (the folder holding its `hart/` package), refused in one sentence."""
+    folder = Path(path).expanduser().resolve()
+    if not (folder / OFFICIAL_MARKER).is_file():
+        raise HartError(f"--official {path} is not a clone of mit-han-lab/hart (no {OFFICIAL_MARKER} in it); "
+                        "git clone https://github.com/mit-han-lab/hart and give its folder")
+    return folder
+
+
+def _commit(folder: Path) -> str | None:
+    try:
+        done = subprocess.run(["git", "-C", str(folder), "rev-parse", "HEAD"], capture_output=True, text=True,
+                              timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return done.stdout.strip() or None
+
+
+def run_scenario(scenario: Scenario, exports: Path, reference: Path, runs: int, warmup: int,
+                 official: Path | None = None) -> dict:
     job = {"scenario": scenario.to_dict(), "runs": runs, "warmup": warmup, "reference": str(reference),
            "is_reference": scenario.backend == REFERENCE, "export": str(_export_folder(scenario, exports))}
-    process = subprocess.run([sys.executable, "-m", "hart.bench.worker", json.dumps(job)], capture_output=True,
-                             text=True, timeout=WORKER_TIMEOUT)
+    command = [sys.executable, "-m", "hart.bench.worker"]
+    if scenario.runtime == "official":  # a script of its own: the official package is also named `hart`
+        from hart.checkpoints import load_config
+        from hart.checkpoints.official import official_kwargs
+
+        job.update(official_kwargs(load_config(scenario.model)), official=str(official), batch=scenario.batch,
+                   commit=_commit(official))
+        command = [sys.executable, str(Path(__file__).with_name("official_worker.py"))]
+    process = subprocess.run([*command, json.dumps(job)], capture_output=True, text=True, timeout=WORKER_TIMEOUT,
+                             cwd=tempfile.gettempdir())
     if process.returncode != 0:
         last = (process.stderr.strip().splitlines() or ["no output"])[-1]
         raise HartError(f"{scenario.key} failed: {last}")
@@ -73,7 +101,8 @@ def run_scenario(scenario: Scenario, exports: Path, reference: Path, runs: int, 
 
 
 def run_benchmark(mode: str, out: str | Path, models=None, backends=None, batches=None, runs=None, warmup=None,
-                  exports: str | Path | None = None, show_progress: bool = False) -> dict:
+                  exports: str | Path | None = None, show_progress: bool = False,
+                  official: str | Path | None = None) -> dict:
     """Measure the scenarios of `mode` (narrowed by the arguments) and write the report to `out`.
 
     show_progress: a tqdm bar on stderr over the exports and scenarios, naming the one under way, since a
@@ -85,8 +114,9 @@ def run_benchmark(mode: str, out: str | Path, models=None, backends=None, batche
     warmup = defaults["warmup"] if warmup is None else warmup
     if runs < 1 or warmup < 0 or min(batches) < 1:
         raise HartError("benchmarks need runs >= 1, warmup >= 0 and batch sizes >= 1")
+    official = check_official(official) if official is not None else None
     started = time.perf_counter()
-    scenarios, skipped = plan(models, backends, batches)
+    scenarios, skipped = plan(models, backends, batches, official is not None)
     info = machine.describe()
     with tempfile.TemporaryDirectory(prefix="hart-bench-") as scratch:
         exports = Path(exports) if exports else Path(scratch) / "exports"
@@ -101,7 +131,7 @@ def run_benchmark(mode: str, out: str | Path, models=None, backends=None, batche
                 bar.set_description(f"bench: {scenario.key}")
                 reference = Path(scratch) / f"reference-{scenario.model}-b{scenario.batch}.npz"
                 try:
-                    results.append(run_scenario(scenario, exports, reference, runs, warmup))
+                    results.append(run_scenario(scenario, exports, reference, runs, warmup, official))
                     log.info("%s: %.3f s median", scenario.key, results[-1]["wall_seconds"]["median"])
                 except (HartError, subprocess.TimeoutExpired) as err:
                     skipped.append({**scenario.to_dict(), "reason": str(err)})

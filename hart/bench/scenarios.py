@@ -22,8 +22,10 @@ BACKENDS: dict[str, tuple[str, str, str]] = {
     "onnx-cpu-int4": ("onnx", "cpu", "int4"),
     "onnx-cuda-fp32": ("onnx", "cuda", "fp32"),
     "coreml-none": ("coreml", "apple", "none"),
+    "official-cpu-fp32": ("official", "cpu", "fp32"),
 }
 REFERENCE = "torch-cpu-fp32"
+OFFICIAL = "official-cpu-fp32"  # the official code (hart bench --official PATH), not a backend of this project
 
 
 @dataclass(frozen=True)
@@ -75,12 +77,16 @@ def available(backend: str) -> tuple[bool, str]:
     return True, ""
 
 
-def plan(models: tuple[str, ...], backends: tuple[str, ...],
-         batches: tuple[int, ...]) -> tuple[list[Scenario], list[dict]]:
-    """The scenarios to run (the reference first for every model) and the ones skipped, with reasons."""
+def plan(models: tuple[str, ...], backends: tuple[str, ...], batches: tuple[int, ...],
+         official: bool = False) -> tuple[list[Scenario], list[dict]]:
+    """The scenarios to run (the reference first for every model, then the official code's when asked for,
+    on the 0.7B presets: the embedded model is this project's own) and the ones skipped, with reasons."""
     run, skipped = [], []
     for model in models:
-        for backend in sorted(backends, key=lambda b: b != REFERENCE):
+        wanted = sorted((b for b in backends if b != OFFICIAL), key=lambda b: b != REFERENCE)
+        if official and model != "tiny":
+            wanted.insert(1, OFFICIAL)
+        for backend in wanted:
             ok, why = available(backend)
             for batch in batches:
                 scenario = Scenario(model, backend, batch)
@@ -90,4 +96,5 @@ def plan(models: tuple[str, ...], backends: tuple[str, ...],
 
 QUICK = {"models": ("tiny",), "backends": ("torch-cpu-fp32", "torch-cpu-bf16", "onnx-cpu-fp32", "onnx-cpu-int8"),
          "batches": (1,), "runs": 5, "warmup": 1}
-FULL = {"models": MODELS[:2], "backends": tuple(BACKENDS), "batches": (1,), "runs": 5, "warmup": 1}
+FULL = {"models": MODELS[:2], "backends": tuple(b for b in BACKENDS if b != OFFICIAL), "batches": (1,), "runs": 5,
+        "warmup": 1}

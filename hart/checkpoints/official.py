@@ -240,6 +240,25 @@ def _translate_config(folder: Path) -> HARTConfig:
     return config
 
 
+def official_kwargs(config: HARTConfig) -> dict[str, dict]:
+    """The official config classes' arguments for a model of `config` (the inverse of _translate_config):
+    {"transformer": HARTForT2IConfig kwargs, "tokenizer": HARTAutoEncoderWithDiscConfig kwargs}, so the
+    benchmark can build the official code's model of the same architecture (hart.bench.official_worker)."""
+    t, head, tok = config.transformer, config.residual_head, config.tokenizer
+    return {
+        "transformer": {"context_token": config.text.max_tokens, "context_dim": config.text.dim, "depth": t.depth,
+                        "embed_dim": t.width, "num_heads": t.heads, "mlp_ratio": t.mlp_ratio, "norm_eps": t.norm_eps,
+                        "patch_nums": list(config.patch_nums), "attn_type": "llama", "mlp_type": "llama",
+                        "sep_aln_pooling_mode": t.cond_pooling, "use_context_norm": t.context_norm,
+                        "diff_width": head.width, "diff_depth": head.depth,
+                        "num_sampling_steps": str(head.sampling_steps)},
+        "tokenizer": {"vocab_size": tok.vocab_size, "z_channels": tok.latent_channels, "ch": tok.channels,
+                      "ch_mult": list(tok.channel_mult), "share_quant_resi": tok.phi_count,
+                      "quant_resi": tok.phi_ratio, "quant_conv_ks": tok.quant_conv_kernel,
+                      "v_patch_nums": list(config.patch_nums), "quantizer_type": "var_hybrid", "hybrid": True},
+    }
+
+
 # --------------------------------------------------------------------------------------------- weights
 def _weights_path(folder: Path, sub: str) -> Path:
     for name in WEIGHT_FILES[sub]:

@@ -149,3 +149,31 @@ def test_the_progress_bar_names_each_export_and_scenario(tmp_path, monkeypatch, 
     names = ["bench: matmul peaks", "bench: exporting tiny for onnx (fp32, int8)",
              *(f"bench: tiny/{b}/b1" for b in backends)]
     assert all((name in err) == show_progress for name in names), err
+
+
+def test_official_needs_a_clone_and_its_stand_in_kernels_are_this_projects_arithmetic(tmp_path):
+    """`--official` takes only a folder holding the official package; the worker's CPU stand-ins for the
+    official CUDA kernels compute what this project's RMSNorm and RoPE compute."""
+    import torch
+
+    from hart.bench import official_worker
+    from hart.bench.run import check_official
+    from hart.errors import HartError
+    from hart.models.layers import RMSNorm
+    from hart.models.rope import apply_rope
+
+    with pytest.raises(HartError, match=r"is not a clone of mit-han-lab/hart \(no hart/modules/models/transformer"):
+        check_official(tmp_path)
+    official_worker._plain_kernels()
+    kernels = sys.modules["hart_backend.fused_kernels"]
+    x = torch.randn(2, 5, 64)
+    norm = RMSNorm(64)
+    torch.nn.init.normal_(norm.weight)
+    out = torch.empty_like(x)
+    kernels.rms_norm(out, x, norm.weight.data, norm.eps)
+    assert torch.equal(out, norm(x))
+    t = torch.randn(7, 2, 3, 16)  # [S, B, H, D]
+    angles = torch.randn(7, 1, 1, 16)
+    cos, sin = angles.cos()[None, :, 0, 0], angles.sin()[None, :, 0, 0]  # [1, S, D]
+    want = apply_rope(t.permute(1, 2, 0, 3), cos, sin).permute(2, 0, 1, 3)
+    assert torch.allclose(kernels.fused_rope_forward_func(t, angles), want, atol=1e-6)

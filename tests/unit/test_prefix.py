@@ -1,4 +1,4 @@
-"""The shared text prefix (hart/loop.py::_Prefix): the unconditional row is computed once per loop, the
+"""The shared text prefix (hart/prefix.py): the unconditional row is computed once per loop, the
 images of one prompt share its conditional row, and the result is the unshared loop's."""
 
 import numpy as np
