@@ -100,8 +100,8 @@ def _eval(args: argparse.Namespace) -> None:
 
     if args.num_prompts < 2 or args.batch_size < 1:
         raise HartError("--num-prompts must be at least 2 and --batch-size at least 1")
-    if args.task in ("edit", "canvas"):
-        (_eval_edits if args.task == "edit" else _eval_canvas)(args)
+    if args.task in ("edit", "canvas", "fast"):
+        {"edit": _eval_edits, "canvas": _eval_canvas, "fast": _eval_fast}[args.task](args)
         return
     settings = EvalSettings(num_prompts=args.num_prompts, seed=args.seed, batch_size=args.batch_size, cfg=args.cfg,
                             top_k=args.top_k, temperature=args.temperature,
@@ -137,6 +137,31 @@ def _eval_canvas(args: argparse.Namespace) -> None:
     results = evaluate_canvas(loop, args.out, settings, args.classifier, show_progress=True)
     print(markdown(results))
     print(f"wrote {args.out}/canvas.json, canvas.md, canvas_samples.png in {results['wall_seconds']:.0f} s")
+
+
+def _eval_fast(args: argparse.Namespace) -> None:
+    from hart.approximations import variants
+    from hart.eval.fast_eval import FastEvalSettings, evaluate_fast, markdown
+
+    if args.runs < 1:
+        raise HartError(f"--runs must be at least 1 (got {args.runs})")
+    chosen = variants(args.variants)
+    loop, _ = open_loop(args.backend, args.model, args.device)
+    latency = None
+    if args.latency_model:
+        from hart.checkpoints import load_config, load_pretrained
+        from hart.pipeline import HARTPipeline
+
+        text = "random" if load_config(args.latency_model).text.kind == "qwen2" else None  # timing needs no words
+        latency = HARTPipeline(load_pretrained(args.latency_model, text), args.device).loop
+    settings = FastEvalSettings(num_prompts=args.num_prompts, seed=args.seed, batch_size=args.batch_size,
+                                latency_model=args.latency_model, runs=args.runs)
+    print(f"evaluating the approximations on {args.model} ({args.backend} backend), {args.num_prompts} held-out "
+          f"prompts{f', timed on {args.latency_model}' if latency else ''}; writing fast.json, fast.md, "
+          f"fast_samples.png and fast.png to {Path(args.out).resolve()}", flush=True)
+    results = evaluate_fast(loop, args.out, settings, args.classifier, chosen, latency, show_progress=True)
+    print(markdown(results))
+    print(f"wrote {args.out}/fast.json, fast.md, fast_samples.png, fast.png in {results['wall_seconds']:.0f} s")
 
 
 def _export(args: argparse.Namespace) -> None:

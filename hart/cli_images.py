@@ -42,6 +42,20 @@ def _runtime_config(args: argparse.Namespace):
     return read_manifest(args.model, verify=False).config
 
 
+def approximations(args: argparse.Namespace):
+    """--fast, --unguided-scales and --residual-steps as one Approximations (the flags override --fast's)."""
+    from dataclasses import replace
+
+    from hart.approximations import EXACT, fast_for
+
+    chosen = fast_for(args.backend) if args.fast else EXACT
+    if args.unguided_scales is not None:
+        chosen = replace(chosen, unguided_scales=args.unguided_scales, name="custom")
+    if args.residual_steps is not None:
+        chosen = replace(chosen, residual_steps=args.residual_steps, name="custom")
+    return chosen
+
+
 def _prepare(args: argparse.Namespace, prompts: list[str]) -> tuple[list[tuple[str, int]], list[Path], dict, object]:
     """-> (prompt, seed) per image, their output paths, the sampling arguments and the model config."""
     from hart.portable.rng import resolve_seeds
@@ -62,6 +76,10 @@ def _prepare(args: argparse.Namespace, prompts: list[str]) -> tuple[list[tuple[s
     sampling = dict(cfg=args.cfg, top_k=args.top_k, top_p=args.top_p, temperature=args.temperature,
                     residual_guidance=args.residual_guidance)
     SamplingSettings.resolve(config.sampling, config.num_scales, **sampling)
+    approximate = approximations(args)
+    approximate.check(config.num_scales, config.residual_head.train_steps)
+    if not approximate.exact:
+        sampling["approximate"] = approximate
     sampling["residual"] = not args.no_residual
     if args.gumbel:
         sampling["gumbel"] = True

@@ -45,6 +45,14 @@ def _add_image_arguments(parser: argparse.ArgumentParser, default_output: str) -
     parser.add_argument("--no-residual", action="store_true", help="skip the residual head (discrete-only image)")
     parser.add_argument("--residual-guidance", type=float,
                         help="the residual head's guidance as a share of the last scale's (HART: 1; default: the model's)")
+    parser.add_argument("--fast", action="store_true",
+                        help="opt-in approximations within 2 adherence points (hart eval --task fast): no "
+                             "guidance on the last 3 scales and 4 residual steps (exports: the guidance part); "
+                             "changes the image")
+    parser.add_argument("--unguided-scales", type=int, metavar="K",
+                        help="no classifier-free guidance on the last K scales (approximate; torch and onnx)")
+    parser.add_argument("--residual-steps", type=int, metavar="K",
+                        help="the residual head's DDPM steps (approximate; default: the model's, 8; torch only)")
     parser.add_argument("-n", "--num-images", type=int, default=1, help="images per prompt (default 1)")
     parser.add_argument("--batch-size", type=int, default=8,
                         help="images generated together (default 8); memory grows with it, not with -n")
@@ -159,9 +167,17 @@ def build_parser() -> argparse.ArgumentParser:
                                       help="hybrid stage: keep the --init tokenizer's codebook (fine-tuning)")
 
     evaluation = commands.add_parser("eval", help="prompt adherence and HART's ablations on held-out prompts")
-    evaluation.add_argument("--task", default="generate", choices=("generate", "edit", "canvas"),
+    evaluation.add_argument("--task", default="generate", choices=("generate", "edit", "canvas", "fast"),
                             help="generate: prompt adherence and ablations; edit: replace and erase objects; "
-                                 "canvas: panoramas 1x-8x the trained width (background per window, seams, time)")
+                                 "canvas: panoramas 1x-8x the trained width (background per window, seams, time); "
+                                 "fast: what each opt-in approximation costs (adherence, Fréchet, PSNR, time)")
+    evaluation.add_argument("--latency-model", metavar="MODEL",
+                            help="--task fast: also time every approximation on this preset or folder, one image "
+                                 "at a time (e.g. hart-0.7b-256px; random weights without a checkpoint)")
+    evaluation.add_argument("--runs", type=int, default=3, help="--task fast: rounds of the latency model (default 3)")
+    evaluation.add_argument("--variants", metavar="NAMES",
+                            help="--task fast: a comma list of approximations to measure beside exact (default: "
+                                 "all of hart.approximations.VARIANTS)")
     evaluation.add_argument("--model", default="tiny", help="preset name or model folder (default tiny)")
     evaluation.add_argument("--out", default="eval", help="folder for eval.json, eval.md, samples.png")
     evaluation.add_argument("--num-prompts", type=int, default=240,

@@ -22,6 +22,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from hart.approximations import EXACT, Approximations
 from hart.config import HARTConfig
 from hart.errors import ConfigError
 from hart.portable import edit, rng
@@ -125,6 +126,13 @@ class Backend(Protocol):
     def synchronize(self) -> None:
         """Wait for queued device work, so stage timings are true."""
 
+    def check_approximations(self, approximate: Approximations) -> None:
+        """Refuse, in one sentence and before any work, approximations this backend cannot run."""
+
+    def keep_conditional(self, condition: Any, batch: int) -> Any:
+        """Drop the unconditional rows from the KV cache (later steps run the B conditional rows alone,
+        hart.approximations) -> the condition of those rows."""
+
     # with shares_prefix = True (optional; False where graphs have fixed rows, e.g. Core ML):
     def take_condition(self, condition: Any, index: np.ndarray) -> Any:
         """The pooled condition of rows `index` (ops.take does the same for arrays)."""
@@ -208,7 +216,8 @@ class GenerationLoop:
                  temperature: float | None = None, gumbel: bool | None = None, residual: bool = True,
                  residual_guidance: float | None = None, forced: ForcedTokens | None = None,
                  discrete_too: bool = False, show_progress: bool = False,
-                 callback: Callable[[StageEvent], None] | None = None, decode: bool = True) -> Generation:
+                 callback: Callable[[StageEvent], None] | None = None, decode: bool = True,
+                 approximate: Approximations = EXACT) -> Generation:
         """Generate one image per prompt. Unset sampling arguments take the model config's defaults.
 
         seed: an int (image i uses seed + i) or one seed per prompt. top_k: one value or one per scale
@@ -219,7 +228,8 @@ class GenerationLoop:
         discrete_too: also decode the same tokens
         without the residual. callback: sees every stage (with f_hat after each scale, for previews).
         show_progress: a progress bar over the stages. `latents` always holds the final f_hat; decode=False
-        skips the image (a canvas decodes its stitched latent once).
+        skips the image (a canvas decodes its stitched latent once). approximate: opt-in speed-ups that
+        change the image (hart.approximations; the default is exact HART).
         """
         prompts = check_prompts(prompts)
         seeds = rng.resolve_seeds(seed, len(prompts))
@@ -227,6 +237,8 @@ class GenerationLoop:
                                  residual_guidance=residual_guidance, gumbel=gumbel)
         if settings.gumbel and not self.backend.soft_codes:
             raise ConfigError("Gumbel soft codes (--gumbel) need the PyTorch backend; exported graphs take hard ids")
+        approximate.check(self.schedule.num_scales, self.config.residual_head.train_steps)
+        self.backend.check_approximations(approximate)
         if forced is not None and len(forced.ids) != self.schedule.num_scales:
             raise ConfigError(f"forced ids need one array per scale ({self.schedule.num_scales}), got {len(forced.ids)}")
         step = self.backend.max_batch or len(prompts)
@@ -240,7 +252,7 @@ class GenerationLoop:
         try:
             parts = [self._run(prompts[i:i + step], seeds[i:i + step], settings, residual,
                                None if forced is None else forced.rows(i, i + step), discrete_too and decode, clock,
-                               decode)
+                               decode, approximate)
                      for i in range(0, len(prompts), step)]
         finally:
             if clock.bar is not None:
@@ -286,9 +298,12 @@ class GenerationLoop:
         return backend.latents(backend.final(f_hat, ids[last], None, residual))
 
     def _run(self, prompts: list[str], seeds: list[int], settings: SamplingSettings, residual: bool,
-             forced: ForcedTokens | None, discrete_too: bool, clock: _StageClock, decode: bool = True) -> Generation:
+             forced: ForcedTokens | None, discrete_too: bool, clock: _StageClock, decode: bool = True,
+             approximate: Approximations = EXACT) -> Generation:
         backend, schedule, batch = self.backend, self.schedule, len(prompts)
         last, vocab = schedule.num_scales - 1, self.config.tokenizer.vocab_size
+        unguided = approximate.first_unguided(schedule.num_scales)  # from this scale on: conditional rows only
+        conditional = np.arange(batch)
         clock.start()
         prefix = Prefix(prompts, getattr(backend, "shares_prefix", False), self._unconditional)
         features, mask = backend.encode_text(prefix.prompts)
@@ -300,12 +315,16 @@ class GenerationLoop:
         sampled, used, soft = [], [], None
         for si, n in enumerate(schedule.patch_nums):
             clock.start()
+            if si >= unguided:  # update() made both rows' next input; the unconditional ones are not needed
+                x = backend.ops.take(x, conditional)
+                if si == unguided:
+                    condition, positions = backend.keep_conditional(condition, batch), positions[:batch]
             if si == 0:  # the text prefix, shared where the backend can
                 logits, hidden, condition, positions = prefix.step(backend, x, condition, positions)
                 self._unconditional = prefix.kept if prefix.shared else self._unconditional
             else:
                 logits, hidden = backend.step(si, x, condition, backend.rope(si, rope_offsets(positions)))
-            guided = guide(logits, guidance_weight(settings.cfg, schedule.progress(si)))
+            guided = guide(logits, guidance_weight(settings.cfg, schedule.progress(si))) if si < unguided else logits
             values, candidates = backend.candidates(guided, settings.top_k[si])
             uniforms = rng.token_uniforms(seeds, si, n * n).reshape(-1)
             ids = sample_categorical(values, uniforms, settings.top_k[si], settings.top_p, settings.temperature,
@@ -326,8 +345,10 @@ class GenerationLoop:
         residual_tokens = None
         if residual:
             tokens = schedule.patch_nums[-1] ** 2
-            noise = rng.residual_noise(seeds, self.residual_steps, tokens, self.config.tokenizer.latent_channels)
-            weight = residual_guidance_weight(settings.cfg, schedule.progress(last), settings.residual_guidance)
+            steps = approximate.residual_steps or self.residual_steps
+            noise = rng.residual_noise(seeds, steps, tokens, self.config.tokenizer.latent_channels)
+            weight = residual_guidance_weight(settings.cfg, schedule.progress(last), settings.residual_guidance) \
+                if last < unguided else 0.0
             residual_tokens = backend.sample_residual(hidden, ids, noise, weight)
             if forced is not None and forced.residual is not None:
                 keep = np.ones((batch, tokens), dtype=bool) if forced.keep is None else \

@@ -5,6 +5,7 @@ only the guided logits' top-k candidates leave it, for the portable sampler, and
 KV cache is a preallocated StaticKVCache written by position.
 """
 
+import dataclasses
 from collections.abc import Sequence
 
 import numpy as np
@@ -115,6 +116,14 @@ class TorchBackend:
         # scale 0: only the last text position's logits are used
         return self.transformer.logits(hidden[:, -1:] if scale_index == 0 else hidden, condition), hidden
 
+    def check_approximations(self, approximate) -> None:
+        """The PyTorch backend runs every approximation."""
+
+    def keep_conditional(self, condition, batch: int):
+        self.cache.keys = [k[:batch] for k in self.cache.keys]
+        self.cache.values = [v[:batch] for v in self.cache.values]
+        return self.take_condition(condition, np.arange(batch))
+
     def candidates(self, guided: torch.Tensor, top_k: int) -> tuple[np.ndarray, np.ndarray | None]:
         """With top-k on, only the k best per token leave the device (the full-row rule's exact result
         up to ties at the k-th value)."""
@@ -131,10 +140,17 @@ class TorchBackend:
 
     def sample_residual(self, hidden: torch.Tensor, ids: np.ndarray, noise: np.ndarray, guidance: float) -> torch.Tensor:
         codes = self.quantizer.codebook(self._ids(ids))  # hard codes condition the head, also with Gumbel on
-        rows = self.transformer.residual_condition(hidden, codes.to(self.dtype).repeat(2, 1, 1))
-        residual = self.residual_sampler.sample(self.model.residual_head, rows.flatten(0, 1), guidance,
-                                                torch.from_numpy(noise).to(self.device))
-        return residual.view(codes.shape)
+        codes = codes.to(self.dtype).repeat(len(hidden) // len(codes), 1, 1)  # [R, N*N, C_vae]: hidden's rows
+        rows = self.transformer.residual_condition(hidden, codes)
+        residual = self._sampler(len(noise)).sample(self.model.residual_head, rows.flatten(0, 1), guidance,
+                                                    torch.from_numpy(noise).to(self.device))
+        return residual.view(len(ids), *codes.shape[1:])
+
+    def _sampler(self, steps: int) -> ResidualSampler:
+        """The residual head's sampler for `steps` DDPM steps (the model's own, or fewer: hart.approximations)."""
+        if steps != self.residual_sampler.num_steps:
+            return ResidualSampler(dataclasses.replace(self.model.config.residual_head, sampling_steps=steps))
+        return self.residual_sampler
 
     def final(self, f_hat: torch.Tensor, ids: np.ndarray, soft: SoftCodes | None, residual: torch.Tensor | None):
         codes = self._codes(ids, soft)

@@ -74,6 +74,28 @@ def _speedup(row: dict, rows: list[dict]) -> str:
     return f"{official[0]['wall_seconds']['median'] / row['wall_seconds']['median']:.2f}x" if official else "—"
 
 
+def _estimates(estimated: list[dict], rows: list[dict]) -> list[str]:
+    """The estimated rows (hart/bench/estimate.py): totals, the speed-up against the official code's estimate,
+    and the stages that dominate."""
+    if not estimated:
+        return []
+    lines = ["", "## Estimated, not measured", "",
+             "Models too slow to time here: their FLOPs per stage counted on meta tensors, each stage at the FLOP "
+             "rate the row named measured on its model's stage of the same kind (a scale: the measured scale of the "
+             "nearest FLOP count). An estimate, not a measurement: cache effects of longer sequences are not in it.",
+             "", "| model | from (measured) | estimated s | speed-up vs official (estimated) | largest stages (s) |",
+             "|---|---|---|---|---|"]
+    official = {e["model"]: e["total_seconds"] for e in estimated if e["backend"] == "official-cpu-fp32"}
+    for e in estimated:
+        ratio = official.get(e["model"])
+        speedup = "official" if e["backend"] == "official-cpu-fp32" else (
+            f"{ratio / e['total_seconds']:.2f}x" if ratio else "—")
+        largest = sorted(e["stage_seconds"].items(), key=lambda kv: -kv[1])[:3]
+        lines.append(f"| {e['model']} | {e['backend']} @ {e['from_model']} | {e['total_seconds']:.1f} | {speedup} | "
+                     + ", ".join(f"{k} {v:.1f}" for k, v in largest) + " |")
+    return lines
+
+
 def markdown(results: dict) -> str:
     machine, peaks, rows = results["machine"], results["matmul_peak_gflops"], results["results"]
 
@@ -116,6 +138,12 @@ def markdown(results: dict) -> str:
                   "fused RMSNorm and RoPE kernels replaced by plain PyTorch and `.cuda()` a no-op. Speed-up = its "
                   "median / the row's median, same model and batch; its stages come from hooks on its modules "
                   "(scale 0 includes the text prefix, as here)."]
+    if any(r["scenario"].get("fast") for r in rows):
+        from hart.approximations import FAST
+
+        lines += ["", f"-fast rows: `--fast`, opt-in approximations that change the image ({FAST.describe()}; "
+                  "exports keep their unrolled residual steps), so their tokens and PSNR against fp32 measure "
+                  "the approximation, not a precision; their cost in prompt adherence is `hart eval --task fast`'s."]
     stages = list(rows[0]["stage_seconds"]) if rows else []
     lines += ["", "## Time per stage (median seconds)", "",
               "| model | backend | " + " | ".join(stages) + " |", "|---|---|" + "---|" * len(stages)]
@@ -124,8 +152,11 @@ def markdown(results: dict) -> str:
                      + " | ".join(_fmt(r["stage_seconds"].get(k)) for k in stages) + " |")
     lines += _footnotes(rows, machine)
     lines += ["", "## Compute per stage", "",
-              "FLOPs from torch's FlopCounterMode on the PyTorch reference (matmuls, convolutions, attention); "
-              "achieved = FLOPs / median stage time.", "",
+              "FLOPs of the exact loop (matmuls, convolutions, attention) from torch's FlopCounterMode over meta "
+              "tensors (hart/bench/estimate.py; on the CPU's own tensors it misses the fused attention kernel), "
+              "in a loaded model's steady state (the unconditional text row kept; the official code recomputes "
+              "it, so its scale_0 rate is understated by the row it repeats); achieved = FLOPs / median stage "
+              "time.", "",
               "| model | backend | stage | GFLOP | achieved GFLOP/s | % of matmul peak |", "|---|---|---|---|---|---|"]
     flops = {r["scenario"]["model"]: r["flops_per_stage"] for r in rows if "flops_per_stage" in r}
     for r in rows:
@@ -138,6 +169,7 @@ def markdown(results: dict) -> str:
             lines.append(f"| {r['scenario']['model']} | {backend(r)} | {stage} | {count / 1e9:.3f} | "
                          f"{achieved:.1f} | {100 * achieved / peak:.0f} % |" if peak else "| — |")
     lines += _footnotes([r for r in rows if r["scenario"]["model"] in flops], machine)
+    lines += _estimates(results.get("estimates", []), rows)
     if results["skipped"]:
         lines += ["", "## Not run here", "", "| model | backend | reason |", "|---|---|---|"]
         lines += [f"| {s['model']} | {s['backend']} | {s['reason']} |" for s in results["skipped"]]

@@ -12,7 +12,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from hart.bench import machine, report
-from hart.bench.scenarios import FULL, QUICK, REFERENCE, Scenario, plan
+from hart.bench.scenarios import FULL, MODELS, OFFICIAL, QUICK, REFERENCE, Scenario, plan
 from hart.errors import HartError
 
 log = logging.getLogger(__name__)
@@ -138,5 +138,9 @@ def run_benchmark(mode: str, out: str | Path, models=None, backends=None, batche
                 bar.update()
     summary = {"mode": mode, "machine": info, "matmul_peak_gflops": peaks, "runs": runs, "warmup": warmup,
                "results": results, "skipped": skipped, "wall_seconds": time.perf_counter() - started}
+    if mode == "full":  # the presets too slow to time here, from the largest one timed
+        from hart.bench.estimate import estimates
+
+        summary["estimates"] = estimates(results, MODELS, (REFERENCE, OFFICIAL))
     report.write(summary, Path(out))
     return summary

@@ -23,6 +23,8 @@ BACKENDS: dict[str, tuple[str, str, str]] = {
     "onnx-cuda-fp32": ("onnx", "cuda", "fp32"),
     "coreml-none": ("coreml", "apple", "none"),
     "official-cpu-fp32": ("official", "cpu", "fp32"),
+    "torch-cpu-fp32-fast": ("torch", "cpu", "fp32"),  # -fast: `--fast`'s approximations (not exact)
+    "onnx-cpu-int8-fast": ("onnx", "cpu", "int8"),
 }
 REFERENCE = "torch-cpu-fp32"
 OFFICIAL = "official-cpu-fp32"  # the official code (hart bench --official PATH), not a backend of this project
@@ -47,11 +49,17 @@ class Scenario:
         return BACKENDS[self.backend][2]
 
     @property
+    def fast(self) -> bool:
+        """Whether the scenario runs `--fast` (hart.approximations.fast_for its runtime)."""
+        return self.backend.endswith("-fast")
+
+    @property
     def key(self) -> str:
         return f"{self.model}/{self.backend}/b{self.batch}"
 
     def to_dict(self) -> dict:
-        return {**asdict(self), "runtime": self.runtime, "device": self.device, "precision": self.precision}
+        return {**asdict(self), "runtime": self.runtime, "device": self.device, "precision": self.precision,
+                "fast": self.fast}
 
 
 def available(backend: str) -> tuple[bool, str]:

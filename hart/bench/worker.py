@@ -24,6 +24,12 @@ PROMPTS = ("a large red circle in the center on a gray background", "small blue 
            "a small black square in the upper left corner on a white background", "large yellow star on the right")
 
 
+def _approximate(scenario: dict):
+    from hart.approximations import EXACT, fast_for
+
+    return fast_for(scenario["runtime"]) if scenario.get("fast") else EXACT
+
+
 def _torch_generator(scenario: dict):
     import torch
 
@@ -39,7 +45,7 @@ def _torch_generator(scenario: dict):
     size = sum(p.numel() * p.element_size() for m in model.networks().values() for p in m.parameters())
 
     def generate(prompts, seeds):
-        result = pipe.generate(prompts, seed=seeds)
+        result = pipe.generate(prompts, seed=seeds, approximate=_approximate(scenario))
         return result.images.numpy(), [i.numpy() for i in result.ids], result.timings
 
     def memory() -> dict:
@@ -48,16 +54,9 @@ def _torch_generator(scenario: dict):
         return {}
 
     def flops(prompts, seeds) -> dict[str, float]:
-        from torch.utils.flop_counter import FlopCounterMode
+        from hart.bench.estimate import count_flops  # on meta tensors: the CPU's fused attention counts too
 
-        counts, last = {}, [0]
-        with FlopCounterMode(display=False) as counter:
-            def stage(event):
-                total = counter.get_total_flops()
-                counts[event.stage] = total - last[0]
-                last[0] = total
-            pipe.generate(prompts, seed=seeds, callback=stage)
-        return counts
+        return count_flops(pipe.config, len(prompts))
 
     return generate, memory, size, flops
 
@@ -75,7 +74,7 @@ def _runtime_generator(scenario: dict, folder: Path):
     size = sum(f.bytes for f in runtime.manifest.files.values())
 
     def generate(prompts, seeds):
-        result = runtime.generate(prompts, seed=seeds)
+        result = runtime.generate(prompts, seed=seeds, approximate=_approximate(scenario))
         return result.images, result.ids, result.timings
 
     return generate, (lambda: {}), size, None

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hart.errors import DependencyError
+from hart.errors import ConfigError, DependencyError
 from hart.loop import GenerationLoop
 from hart.runtime.graph_backend import GraphBackend
 from hart.runtime.manifest import Manifest, read_manifest
@@ -46,6 +46,12 @@ class CoreMLBackend(GraphBackend):
                       for f in graphs["step"].functions]
         self.updates = {f["name"]: ct.models.MLModel(str(folder / graphs["update"].file), function_name=f["name"])
                         for f in graphs["update"].functions}
+
+    def check_approximations(self, approximate) -> None:
+        if approximate.unguided_scales:
+            raise ConfigError("Core ML's step packages run two fixed rows, so they cannot drop guidance on the "
+                              "last scales; use the ONNX export or PyTorch for that approximation")
+        super().check_approximations(approximate)
 
     def run(self, name: str, **feeds: np.ndarray) -> list[np.ndarray]:
         """The single-function packages (the text encoder, for GraphBackend.encode_text)."""

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from hart.config import HARTConfig
-from hart.errors import DependencyError
+from hart.errors import ConfigError, DependencyError
 from hart.loop import SoftCodes
 from hart.portable.random_text import random_text_features
 from hart.portable.rope import image_positions, image_rope, text_rope
@@ -134,7 +134,19 @@ class GraphBackend:
         return f_hat, next_x
 
     def sample_residual(self, hidden: np.ndarray, ids: np.ndarray, noise: np.ndarray, guidance: float) -> np.ndarray:
+        if hidden.ndim == 3 and len(hidden) == len(ids):  # B rows only (hart.approximations): both halves, guidance 0
+            hidden, guidance = np.concatenate([hidden, hidden]), 0.0
         return self.run("residual", hidden=hidden, ids=ids, noise=noise, guidance=np.array(guidance, dtype=np.float32))[0]
+
+    def check_approximations(self, approximate) -> None:
+        steps = self.config.residual_head.sampling_steps
+        if approximate.residual_steps not in (None, steps):
+            raise ConfigError(f"this export's residual graph unrolls {steps} DDPM steps; other residual step "
+                              "counts need the PyTorch backend")
+
+    def keep_conditional(self, condition, batch: int):
+        self.past_k, self.past_v = self.past_k[:, :batch], self.past_v[:, :batch]
+        return self.take_condition(condition, np.arange(batch))
 
     def final(self, f_hat: np.ndarray, ids: np.ndarray, soft: SoftCodes | None, residual: np.ndarray | None):
         if residual is None:  # discrete-only: the same graph with a zero residual

@@ -177,3 +177,45 @@ def test_official_needs_a_clone_and_its_stand_in_kernels_are_this_projects_arith
     cos, sin = angles.cos()[None, :, 0, 0], angles.sin()[None, :, 0, 0]  # [1, S, D]
     want = apply_rope(t.permute(1, 2, 0, 3), cos, sin).permute(2, 0, 1, 3)
     assert torch.allclose(kernels.fused_rope_forward_func(t, angles), want, atol=1e-6)
+
+
+def test_flops_counted_on_meta_tensors_are_the_cpu_runs_with_attention_counted():
+    """The meta count (no arithmetic) equals FlopCounterMode on the real CPU run when attention runs as
+    plain matmuls; CPU's fused attention kernel would be missed, so the real run alone undercounts."""
+    from contextlib import nullcontext
+
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from hart.bench.estimate import PROMPT, count_flops
+    from hart.checkpoints import load_pretrained
+    from hart.pipeline import HARTPipeline
+
+    pipe = HARTPipeline(load_pretrained("tiny"), "cpu")
+    pipe.generate([PROMPT], seed=0)  # the unconditional prefix kept, as count_flops has it
+
+    def real(math: bool) -> dict[str, int]:
+        counts, done = {}, [0]
+        with sdpa_kernel(SDPBackend.MATH) if math else nullcontext(), FlopCounterMode(display=False) as counter:
+            def stage(event):
+                counts[event.stage] = counter.get_total_flops() - done[0]
+                done[0] = counter.get_total_flops()
+            pipe.generate([PROMPT], seed=0, callback=stage)
+        return counts
+
+    meta = count_flops(pipe.config)
+    assert meta == real(math=True)
+    assert sum(real(math=False).values()) < sum(meta.values())
+    unshared = count_flops(pipe.config, share_prefix=False)
+    assert unshared["scale_0"] > meta["scale_0"] and unshared["scale_5"] == meta["scale_5"]
+
+
+def test_estimates_lend_each_stage_the_rate_its_nearest_measured_stage_achieved():
+    from hart.bench.estimate import estimate_seconds
+
+    measured = {"text": 1e9, "scale_0": 1e10, "scale_1": 1e9, "scale_2": 4e9, "residual": 2e9, "decode": 3e9}
+    seconds = {"text": 0.1, "scale_0": 0.1, "scale_1": 0.02, "scale_2": 0.04, "residual": 0.01, "decode": 0.03}
+    got = estimate_seconds({"scale_0": 1e10, "scale_1": 1e9, "scale_2": 8e9, "scale_3": 3e10, "residual": 8e9,
+                            "decode": 3e10, "text": 0.0}, measured, seconds)
+    assert got == pytest.approx({"scale_0": 0.1, "scale_1": 0.02, "scale_2": 0.08, "scale_3": 0.3,
+                                 "residual": 0.04, "decode": 0.3})

@@ -163,6 +163,10 @@ def test_images_made_a_few_at_a_time_equal_one_batch(tmp_path):
     (["generate", "a red circle", "--size", "250x64"], "multiples of the model's latent cell, 8 pixels"),
     (["generate", "a red circle", "--size", "1000000x1000000"], "GiB of memory is available"),
     (["generate", "a red circle", "--size", "wide"], "--size takes WIDTHxHEIGHT"),
+    (["generate", "a red circle", "--unguided-scales", "6"], "unguided scales must be 0 to 5 for a model of 6 scales"),
+    (["generate", "a red circle", "--residual-steps", "0"], "residual steps must be 1 to 1000"),
+    (["eval", "--task", "fast", "--runs", "0"], "--runs must be at least 1"),
+    (["eval", "--task", "fast", "--variants", "fast,nope"], "unknown approximation(s) 'nope'; known: exact,"),
 ])
 def test_more_one_line_errors(args, message, tmp_path):
     result = run_hart(*args, cwd=tmp_path)
@@ -256,3 +260,29 @@ def test_outpaint_to_a_larger_canvas_keeps_the_image_exactly(tmp_path):
         lines = [line for line in refused.stderr.splitlines() if line.strip()]
         assert refused.returncode == 2 and len(lines) == 1 and message in lines[0], (args, refused.stderr)
         assert not (tmp_path / "x.png").exists()
+
+
+def test_fast_changes_the_image_and_its_evaluation_reports_every_variant(tmp_path):
+    """--fast is an approximation (another image than exact, same size); `hart eval --task fast` measures it
+    beside exact, which it calls exact (PSNR at the cap against itself) and within the budget."""
+    import numpy as np
+
+    both = ["--unguided-scales", "3", "--residual-steps", "4"]
+    for name, flags in (("exact", []), ("fast", ["--fast"]), ("flags", both)):
+        result = run_hart("generate", "a red circle on a blue background", "-o", str(tmp_path / f"{name}.png"), *flags)
+        assert result.returncode == 0, result.stderr
+    exact, fast, flags = (np.asarray(Image.open(tmp_path / f"{n}.png")) for n in ("exact", "fast", "flags"))
+    assert fast.shape == exact.shape and not np.array_equal(fast, exact)
+    assert np.array_equal(fast, flags)  # --fast is those two approximations
+    result = run_hart("eval", "--task", "fast", "--num-prompts", "4", "--batch-size", "4", "--latency-model", "tiny",
+                      "--runs", "1", "--out", str(tmp_path / "eval"))
+    assert result.returncode == 0, result.stderr
+    report = json.loads((tmp_path / "eval" / "fast.json").read_text())
+    from hart.approximations import VARIANTS
+
+    assert [row["variant"] for row in report["variants"]] == [v.name for v in VARIANTS]
+    exact_row = report["variants"][0]
+    assert exact_row["within_budget"] and exact_row["psnr_vs_exact_db"] == 100.0 and exact_row["speedup_vs_exact"] == 1
+    assert all(len(row["latency_seconds"]) == 1 for row in report["variants"])
+    for name in ("fast.md", "fast_samples.png", "fast.png"):
+        assert (tmp_path / "eval" / name).stat().st_size > 0

@@ -247,3 +247,19 @@ def test_onnx_shares_the_text_prefix_bit_for_bit(export):
         assert np.array_equal(want.images[rows], got.images)
         assert all(np.array_equal(a[rows], b) for a, b in zip(want.ids, got.ids))
     assert loop._unconditional is not None
+
+
+def test_onnx_fp32_drops_guidance_as_torch_does_and_refuses_other_residual_steps(export):
+    """Without guidance on the last scales the step graphs run the conditional rows alone (and the residual
+    graph both halves at guidance 0): torch's tokens and image. Its unrolled residual steps cannot change."""
+    from hart.approximations import Approximations
+    from hart.errors import ConfigError
+
+    prompts, unguided = ["a red circle on a blue background", "a small green square"], Approximations(unguided_scales=2)
+    want = HARTPipeline.from_pretrained("tiny", "cpu").loop.generate(prompts, seed=[5, 6], approximate=unguided)
+    loop = OnnxPipeline(export / "fp32")
+    got = loop.generate(prompts, seed=[5, 6], approximate=unguided)
+    assert all(np.array_equal(w, g) for w, g in zip(want.ids, got.ids))
+    assert np.abs(want.images - got.images).max() < 1e-4
+    with pytest.raises(ConfigError, match="unrolls 8 DDPM steps; other residual step counts need the PyTorch"):
+        loop.generate(prompts, approximate=Approximations(residual_steps=4))

@@ -1,0 +1,82 @@
+"""Opt-in approximations: work HART does that a looser image can skip (off by default).
+
+Every field at its default is exact HART; each one trades fidelity for time, and its cost is measured
+by `hart eval --task fast` (adherence, Fréchet distance and PSNR against the exact image on the
+embedded model; seconds per image on any model). They live outside SamplingSettings on purpose: the
+portable spec (what a port of an export must reproduce) stays the exact loop.
+
+- unguided_scales: the last k scales run without classifier-free guidance, on the conditional rows
+  alone (half the transformer rows there; Switti reports -32 % time at equal quality on its scale-wise
+  model). The residual head then runs unguided too. Needs a backend whose row count is free (PyTorch,
+  ONNX); Core ML's packages have two fixed rows.
+- residual_steps: the residual head's DDPM steps, respaced from its training steps like HART's 8.
+  Needs the PyTorch backend (an export unrolls its steps into the graph).
+"""
+
+from dataclasses import dataclass, field, replace
+
+from hart.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Approximations:
+    unguided_scales: int = 0  # the last k scales without classifier-free guidance (0: guided everywhere)
+    residual_steps: int | None = None  # the residual head's DDPM steps (None: the model's own, HART: 8)
+    name: str = field(default="exact", compare=False)  # what reports call this setting
+
+    @property
+    def exact(self) -> bool:
+        return self.unguided_scales == 0 and self.residual_steps is None
+
+    def check(self, num_scales: int, train_steps: int) -> None:
+        """One sentence for settings the model cannot take (scale 0 always keeps both rows: its
+        unconditional KV rows are what guided scales read)."""
+        if not (isinstance(self.unguided_scales, int) and 0 <= self.unguided_scales < num_scales):
+            raise ConfigError(f"unguided scales must be 0 to {num_scales - 1} for a model of {num_scales} scales "
+                              f"(got {self.unguided_scales})")
+        steps = self.residual_steps
+        if steps is not None and not (isinstance(steps, int) and 1 <= steps <= train_steps):
+            raise ConfigError(f"residual steps must be 1 to {train_steps}, the head's training steps (got {steps})")
+
+    def first_unguided(self, num_scales: int) -> int:
+        """The index of the first scale run without guidance (num_scales when none is)."""
+        return num_scales - self.unguided_scales
+
+    def describe(self) -> str:
+        if self.exact:
+            return "exact"
+        k, steps = self.unguided_scales, self.residual_steps
+        parts = [f"no guidance on the last {k} scale{'s' * (k > 1)}"] if k else []
+        parts += [f"{steps} residual step{'s' * (steps > 1)}"] if steps is not None else []
+        return ", ".join(parts)
+
+
+EXACT = Approximations()
+# --fast: variants each within 2 points of exact mean adherence on the embedded model, bundled; measured together
+# too (hart eval --task fast, 240 held-out prompts: exact 97.3 %, fast 95.8 %; the model card has the per-attribute
+# cost). Backends that cannot change the residual steps (exported graphs) run its guidance part alone.
+FAST = Approximations(unguided_scales=3, residual_steps=4, name="fast")
+
+
+def fast_for(runtime: str) -> Approximations:
+    """--fast on a runtime: FAST, less what it cannot run (an export unrolls its residual steps)."""
+    return FAST if runtime == "torch" else replace(FAST, residual_steps=None, name="fast")
+
+
+# what `hart eval --task fast` measures; the names are its report's
+VARIANTS = (EXACT,
+            *(Approximations(unguided_scales=k, name=f"unguided-{k}") for k in (1, 2, 3)),
+            *(Approximations(residual_steps=k, name=f"residual-{k}") for k in (4, 2, 1)),
+            Approximations(unguided_scales=2, residual_steps=4, name="unguided-2+residual-4"), FAST)
+
+
+def variants(names: str | None) -> tuple[Approximations, ...]:
+    """A comma list of VARIANTS' names (None: all) -> those variants, exact first; unknown names refused."""
+    if names is None:
+        return VARIANTS
+    known = {v.name: v for v in VARIANTS}
+    wanted = [n.strip() for n in names.split(",") if n.strip()]
+    unknown = [n for n in wanted if n not in known]
+    if unknown:
+        raise ConfigError(f"unknown approximation(s) {', '.join(map(repr, unknown))}; known: {', '.join(known)}")
+    return (EXACT, *(known[n] for n in dict.fromkeys(wanted) if n != EXACT.name))
