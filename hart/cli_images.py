@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from hart.errors import HartError
+from hart.errors import ConfigError, HartError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 FORMATS = {".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}  # anything else: PNG
@@ -43,7 +43,8 @@ def _runtime_config(args: argparse.Namespace):
 
 
 def approximations(args: argparse.Namespace):
-    """--fast, --unguided-scales and --residual-steps as one Approximations (the flags override --fast's)."""
+    """--fast, --unguided-scales, --residual-steps and --prune-* as one Approximations (the flags override
+    --fast's)."""
     from dataclasses import replace
 
     from hart.approximations import EXACT, fast_for
@@ -53,6 +54,12 @@ def approximations(args: argparse.Namespace):
         chosen = replace(chosen, unguided_scales=args.unguided_scales, name="custom")
     if args.residual_steps is not None:
         chosen = replace(chosen, residual_steps=args.residual_steps, name="custom")
+    if args.prune_scales is not None:
+        chosen = replace(chosen, pruned_scales=args.prune_scales, name="custom")
+    if args.prune_ratio is not None:
+        if not chosen.pruned_scales:
+            raise ConfigError("--prune-ratio sets how much --prune-scales prunes; give --prune-scales K too")
+        chosen = replace(chosen, prune_ratio=args.prune_ratio, name="custom")
     return chosen
 
 

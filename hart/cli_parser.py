@@ -53,6 +53,11 @@ def _add_image_arguments(parser: argparse.ArgumentParser, default_output: str) -
                         help="no classifier-free guidance on the last K scales (approximate; torch and onnx)")
     parser.add_argument("--residual-steps", type=int, metavar="K",
                         help="the residual head's DDPM steps (approximate; default: the model's, 8; torch only)")
+    parser.add_argument("--prune-scales", type=int, metavar="K",
+                        help="FastVAR's token pruning on the last K scales: only the tokens that differ most from "
+                             "their scale's mean run, the rest restored from the scale before (approximate; torch only)")
+    parser.add_argument("--prune-ratio", type=float, metavar="R",
+                        help="with --prune-scales: the share of those scales' tokens pruned (default 0.5)")
     parser.add_argument("-n", "--num-images", type=int, default=1, help="images per prompt (default 1)")
     parser.add_argument("--batch-size", type=int, default=8,
                         help="images generated together (default 8); memory grows with it, not with -n")

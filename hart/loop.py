@@ -88,6 +88,11 @@ class Backend(Protocol):
     def step(self, scale_index: int, x: Any, condition: Any, rope: Any) -> tuple[Any, Any]:
         """One scale through every block (extending the cache) -> logits [R, L, V], hidden [R, L, C]."""
 
+    def pruned_step(self, scale_index: int, x: Any, condition: Any, rope: Any, previous: Any,
+                    ratio: float) -> tuple[Any, Any]:
+        """step() with `ratio` of the tokens pruned, restored from `previous` (the last scale's hidden states):
+        hart.approximations.pruned_scales. Only backends whose check_approximations admits pruning have it."""
+
     def candidates(self, guided: Any, top_k: int) -> tuple[np.ndarray, np.ndarray | None]:
         """Guided logits [B, L, V] -> numpy rows [B*L, K] and their vocabulary ids (None: all V columns)."""
 
@@ -303,6 +308,7 @@ class GenerationLoop:
         backend, schedule, batch = self.backend, self.schedule, len(prompts)
         last, vocab = schedule.num_scales - 1, self.config.tokenizer.vocab_size
         unguided = approximate.first_unguided(schedule.num_scales)  # from this scale on: conditional rows only
+        pruned = approximate.first_pruned(schedule.num_scales)  # from this scale on: the pivotal tokens only
         conditional = np.arange(batch)
         clock.start()
         prefix = Prefix(prompts, getattr(backend, "shares_prefix", False), self._unconditional)
@@ -312,16 +318,21 @@ class GenerationLoop:
         clock.stop("text")
 
         f_hat = backend.begin(batch)
-        sampled, used, soft = [], [], None
+        sampled, used, soft, hidden = [], [], None, None
         for si, n in enumerate(schedule.patch_nums):
             clock.start()
             if si >= unguided:  # update() made both rows' next input; the unconditional ones are not needed
                 x = backend.ops.take(x, conditional)
                 if si == unguided:
                     condition, positions = backend.keep_conditional(condition, batch), positions[:batch]
+                    if hidden is not None and si >= pruned:  # what a pruned scale restores from
+                        hidden = backend.ops.take(hidden, conditional)
             if si == 0:  # the text prefix, shared where the backend can
                 logits, hidden, condition, positions = prefix.step(backend, x, condition, positions)
                 self._unconditional = prefix.kept if prefix.shared else self._unconditional
+            elif si >= pruned:  # PyTorch only (other backends refuse it in check_approximations)
+                logits, hidden = backend.pruned_step(si, x, condition, backend.rope(si, rope_offsets(positions)),
+                                                     hidden, approximate.prune_ratio)
             else:
                 logits, hidden = backend.step(si, x, condition, backend.rope(si, rope_offsets(positions)))
             guided = guide(logits, guidance_weight(settings.cfg, schedule.progress(si))) if si < unguided else logits

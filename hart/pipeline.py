@@ -16,6 +16,7 @@ from hart.components import HARTModel
 from hart.device import resolve_device, resolve_dtype, synchronize
 from hart.loop import Generation, GenerationLoop, SoftCodes, StageEvent  # noqa: F401 (re-exported)
 from hart.models.kv_cache import StaticKVCache
+from hart.models.pruning import pivotal_tokens, restore, take_tokens
 from hart.portable.scales import ScaleSchedule
 from hart.sampling import ResidualSampler
 from hart.tokenizer.quantizer import tokens_to_grid
@@ -79,6 +80,7 @@ class TorchBackend:
     def begin(self, batch: int) -> torch.Tensor:
         config = self.model.config
         self.cache = self._cache(2 * batch)
+        self.pruned = 0  # cache positions left free by pruned tokens: later scales write that much earlier
         size = config.latent_size
         return torch.zeros(batch, config.tokenizer.latent_channels, size, size, device=self.device)
 
@@ -112,9 +114,24 @@ class TorchBackend:
         return self.transformer.scale_rope([scale_index], positions)
 
     def step(self, scale_index: int, x: torch.Tensor, condition, rope):
-        hidden = self.transformer.forward_blocks(x, condition, rope, self.cache, self.schedule.step_starts[scale_index])
+        start = self.schedule.step_starts[scale_index] - self.pruned
+        hidden = self.transformer.forward_blocks(x, condition, rope, self.cache, start)
         # scale 0: only the last text position's logits are used
         return self.transformer.logits(hidden[:, -1:] if scale_index == 0 else hidden, condition), hidden
+
+    def pruned_step(self, scale_index: int, x: torch.Tensor, condition, rope, previous: torch.Tensor, ratio: float):
+        """step() on the scale's pivotal tokens only (hart.models.pruning): x [R, n*n, C], previous [R, m*m, C]
+        the last scale's hidden states. Only the kept tokens' keys enter the cache, packed: cache positions
+        are not sequence positions (RoPE carries those), so later scales attend to exactly the kept ones."""
+        n = self.schedule.patch_nums[scale_index]
+        kept = max(1, n * n - int(n * n * ratio))
+        index = pivotal_tokens(x, kept)  # [R, kept]
+        start = self.schedule.step_starts[scale_index] - self.pruned
+        own = self.transformer.forward_blocks(take_tokens(x, index), condition,
+                                              tuple(take_tokens(t, index) for t in rope), self.cache, start)
+        self.pruned += n * n - kept
+        hidden = restore(previous, n, index, own)  # [R, n*n, C]
+        return self.transformer.logits(hidden, condition), hidden
 
     def check_approximations(self, approximate) -> None:
         """The PyTorch backend runs every approximation."""

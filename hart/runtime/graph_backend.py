@@ -143,6 +143,9 @@ class GraphBackend:
         if approximate.residual_steps not in (None, steps):
             raise ConfigError(f"this export's residual graph unrolls {steps} DDPM steps; other residual step "
                               "counts need the PyTorch backend")
+        if approximate.pruned_scales:
+            raise ConfigError("this export's step graphs take every token of a scale; token pruning needs the "
+                              "PyTorch backend")
 
     def keep_conditional(self, condition, batch: int):
         self.past_k, self.past_v = self.past_k[:, :batch], self.past_v[:, :batch]

@@ -165,6 +165,9 @@ def test_images_made_a_few_at_a_time_equal_one_batch(tmp_path):
     (["generate", "a red circle", "--size", "wide"], "--size takes WIDTHxHEIGHT"),
     (["generate", "a red circle", "--unguided-scales", "6"], "unguided scales must be 0 to 5 for a model of 6 scales"),
     (["generate", "a red circle", "--residual-steps", "0"], "residual steps must be 1 to 1000"),
+    (["generate", "a red circle", "--prune-scales", "5"], "pruned scales must be 0 to 4 for a model of 6 scales"),
+    (["generate", "a red circle", "--prune-ratio", "0.5"], "--prune-ratio sets how much --prune-scales prunes"),
+    (["generate", "a red circle", "--prune-scales", "2", "--prune-ratio", "1"], "must be between 0 and 1 (got 1.0)"),
     (["eval", "--task", "fast", "--runs", "0"], "--runs must be at least 1"),
     (["eval", "--task", "fast", "--variants", "fast,nope"], "unknown approximation(s) 'nope'; known: exact,"),
 ])

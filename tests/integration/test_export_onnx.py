@@ -249,9 +249,10 @@ def test_onnx_shares_the_text_prefix_bit_for_bit(export):
     assert loop._unconditional is not None
 
 
-def test_onnx_fp32_drops_guidance_as_torch_does_and_refuses_other_residual_steps(export):
+def test_onnx_fp32_drops_guidance_as_torch_does_and_refuses_other_residual_steps_and_pruning(export):
     """Without guidance on the last scales the step graphs run the conditional rows alone (and the residual
-    graph both halves at guidance 0): torch's tokens and image. Its unrolled residual steps cannot change."""
+    graph both halves at guidance 0): torch's tokens and image. Its unrolled residual steps cannot change,
+    nor its per-scale token counts."""
     from hart.approximations import Approximations
     from hart.errors import ConfigError
 
@@ -263,3 +264,5 @@ def test_onnx_fp32_drops_guidance_as_torch_does_and_refuses_other_residual_steps
     assert np.abs(want.images - got.images).max() < 1e-4
     with pytest.raises(ConfigError, match="unrolls 8 DDPM steps; other residual step counts need the PyTorch"):
         loop.generate(prompts, approximate=Approximations(residual_steps=4))
+    with pytest.raises(ConfigError, match="take every token of a scale; token pruning needs the PyTorch backend"):
+        loop.generate(prompts, approximate=Approximations(pruned_scales=1))
