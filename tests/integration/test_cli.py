@@ -270,13 +270,13 @@ def test_fast_changes_the_image_and_its_evaluation_reports_every_variant(tmp_pat
     beside exact, which it calls exact (PSNR at the cap against itself) and within the budget."""
     import numpy as np
 
-    both = ["--unguided-scales", "3", "--residual-steps", "4"]
+    both = ["--unguided-scales", "3", "--residual-steps", "4", "--prune-scales", "2", "--prune-ratio", "0.25"]
     for name, flags in (("exact", []), ("fast", ["--fast"]), ("flags", both)):
         result = run_hart("generate", "a red circle on a blue background", "-o", str(tmp_path / f"{name}.png"), *flags)
         assert result.returncode == 0, result.stderr
     exact, fast, flags = (np.asarray(Image.open(tmp_path / f"{n}.png")) for n in ("exact", "fast", "flags"))
     assert fast.shape == exact.shape and not np.array_equal(fast, exact)
-    assert np.array_equal(fast, flags)  # --fast is those two approximations
+    assert np.array_equal(fast, flags)  # --fast is those three approximations
     result = run_hart("eval", "--task", "fast", "--num-prompts", "4", "--batch-size", "4", "--latency-model", "tiny",
                       "--runs", "1", "--out", str(tmp_path / "eval"))
     assert result.returncode == 0, result.stderr
