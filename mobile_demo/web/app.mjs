@@ -4,9 +4,11 @@
 // preview only then). window.hart records what happened, for the end-to-end test:
 //   ready {ms, ...the worker's ready message}, paints [{run, kind: "preview"|"final", scale, t}],
 //   progress [{run, value, max, t}], runs [{run, ms, ids, ...}]   (t and ms from performance.now(), in ms;
-//   run counts the Generate and Edit clicks from 1; kind "generate" | "edit"; ids: the sampled token ids,
-//   imageIds: the ids the image was made from, one array per scale; an edit's run also holds its region:
-//   {box} or {mask}, the 0/1 mask as a plain array). Dragging on the result draws the box an edit redraws, or
+//   run counts the Generate, Edit, Wider and Taller clicks from 1; kind "generate" | "edit" | "grow"; ids: the
+//   sampled token ids, imageIds: the ids the image was made from, one array per scale (null for a grow); an
+//   edit's run also holds its region: {box} or {mask}, the 0/1 mask as a plain array; a grow's its direction;
+//   canvas: the worker's {width, height, windows, drawn, seed}, null for an edit; paints of kind "window" are
+//   a grow's windows as they land, scale their index). Dragging on the result draws the box an edit redraws, or
 //   with the brush paints the region (window.hartSetBox(x0, y0, x1, y1) and window.hartBrush([[x, y], ...],
 //   radius) set them in image pixels, for tests).
 const $ = (id) => document.getElementById(id);
@@ -17,11 +19,17 @@ window.hart = record;
 const worker = new Worker(new URL("./worker.mjs", import.meta.url), { type: "module" });
 let info = null, current = null, pending = null, frame = 0, runs = 0, box = null, hasResult = false;
 let brushed = null; // Uint8Array [H*W] of the result, 1 = painted with the brush
+let latentCanvas = null; // the result's canvas ({width, height, windows, drawn, seed}) while it can grow
 
 function fail(message) {
   $("status").textContent = message;
   document.body.dataset.state = "error";
   $("generate").disabled = !info;
+  if (current?.shown) { // a grow that failed: the image it started from
+    Object.assign($("result"), { width: current.shown.width, height: current.shown.height });
+    $("result").getContext("2d").putImageData(current.shown, 0, 0);
+    markGrown();
+  }
   current = null;
   updateEdit();
 }
@@ -45,11 +53,15 @@ function paint() {
   const ms = performance.now() - current.started;
   record.runs.push({ run: current.id, kind: current.kind, ms, worker: image.ms, timings: image.timings,
     graphs: image.graphs, previews: image.previews, ids: image.ids, imageIds: image.imageIds,
-    region: current.region });
+    region: current.region, direction: current.direction, canvas: image.canvas });
   hasResult = true;
-  setProgress(info.scales.length + 1);
+  latentCanvas = image.canvas;
+  setProgress($("progress").max);
+  const { windows, drawn } = image.canvas ?? {};
+  const counted = windows > 1 ? `, ${windows} windows (${drawn} drawn now)` : "";
+  $("status").textContent = `Done in ${(ms / 1000).toFixed(2)} s: ${image.width}×${image.height} px${counted}.`;
+  markGrown();
   current = null;
-  $("status").textContent = `Done in ${(ms / 1000).toFixed(2)} s.`;
   const shown = { ...image.timings, previews: image.previews.ms };
   $("details").textContent = Object.entries(shown).map(([k, v]) => `${k} ${v.toFixed(0)} ms`).join(" · ")
     + ` (${image.previews.decoded} preview${image.previews.decoded === 1 ? "" : "s"})`;
@@ -60,8 +72,11 @@ function paint() {
 
 const tool = () => $("tool").value; // "box" | "brush"
 const region = () => (tool() === "box" ? (box && { box }) : (brushed?.includes(1) ? { mask: Array.from(brushed) } : null));
+const trainedSize = () => $("result").width === info?.size && $("result").height === info?.size;
+const markGrown = () => $("result").closest("figure").classList.toggle("grown", !trainedSize()); // spans the page
 function updateEdit() {
-  $("edit").disabled = !(info && hasResult && region() && !current);
+  $("edit").disabled = !(info && hasResult && trainedSize() && region() && !current);
+  $("wider").disabled = $("taller").disabled = !(info && latentCanvas && !current);
   $("box").hidden = !box || tool() !== "box";
   $("mask").hidden = tool() !== "brush";
 }
@@ -160,6 +175,8 @@ worker.onmessage = ({ data }) => {
       $("status").textContent = `Scale ${data.scale + 1} of ${data.scales} (${n}×${n} tokens)…`;
     } else if (data.type === "preview" || data.type === "final") {
       show(data);
+    } else if (data.type === "window") {
+      paintWindow(data);
     }
   }
 };
@@ -172,17 +189,43 @@ worker.postMessage({
   optimize: query.get("optimize") || null,
 });
 
-function start(kind) {
+function start(kind, direction = null) {
   if (current || !info) return;
-  current = { id: ++runs, kind, started: performance.now(), region: kind === "edit" ? region() : null };
+  current = { id: ++runs, kind, started: performance.now(), region: kind === "edit" ? region() : null, direction };
   $("generate").disabled = true;
+  if (kind === "grow") { // a grown canvas cannot be edited; what is shown comes back if the grow fails
+    brushed = null; setBox(null); showMask();
+    current.shown = $("result").getContext("2d").getImageData(0, 0, $("result").width, $("result").height);
+  }
   updateEdit();
   document.body.dataset.state = "running";
+  $("progress").max = kind === "grow" ? 1 : info.scales.length + 1; // a grow's: its windows, once they are known
   setProgress(0);
-  $("status").textContent = kind === "edit" ? "Encoding the image and the prompt…" : "Encoding the prompt…";
-  worker.postMessage({ type: kind, id: current.id, prompt: $("prompt").value, seed: Number($("seed").value),
+  $("status").textContent = kind === "edit" ? "Encoding the image and the prompt…"
+    : kind === "grow" ? `Growing the canvas ${direction}…` : "Encoding the prompt…";
+  // a canvas grows with the seed it was drawn with
+  const seed = kind === "grow" ? latentCanvas.seed : Number($("seed").value);
+  worker.postMessage({ type: kind, id: current.id, prompt: $("prompt").value, seed, direction,
     options: { cfg: Number($("cfg").value) }, ...(current.region ?? {}) });
+}
+
+// A grow's window as it lands: the canvas is enlarged (what is on it kept at the top-left) and the tile painted.
+function paintWindow(data) {
+  const result = $("result"), context = result.getContext("2d"), [width, height] = data.canvas;
+  if (result.width !== width || result.height !== height) {
+    const shown = context.getImageData(0, 0, result.width, result.height);
+    Object.assign(result, { width, height });
+    context.putImageData(shown, 0, 0);
+    markGrown();
+  }
+  context.putImageData(new ImageData(data.pixels, data.width, data.height), data.x, data.y);
+  record.paints.push({ run: data.id, kind: "window", scale: data.index, t: performance.now() });
+  $("progress").max = data.windows + 1;
+  setProgress(data.index + 1);
+  $("status").textContent = `Window ${data.index + 1} of ${data.windows} drawn (${width}×${height} px)…`;
 }
 
 $("form").addEventListener("submit", (event) => { event.preventDefault(); start("generate"); });
 $("edit").addEventListener("click", () => start("edit"));
+$("wider").addEventListener("click", () => start("grow", "right"));
+$("taller").addEventListener("click", () => start("grow", "down"));

@@ -8,6 +8,10 @@
 // "seed": ..., "cfg": ...}, ...]' in the environment, it then marks each region on the last result in turn
 // and clicks "Edit the region": edit_input_K.png (what edit K started from), edit_K.png and its ids ("edits"
 // in the JSON line: sampled ids, imageIds (the ids the image used) and the region the page sent).
+// With GROW='[{"direction": "right" | "down", "prompt": ..., "cfg": ..., "seed": ...}, ...]', it then grows the
+// last result in turn with "Wider →" or "Taller ↓" (after generating a fresh image with that seed, saved as
+// grow_start_K.png, when a job names one): grow_K.png and, in "grows", each run's canvas (the worker's {width,
+// height, windows, drawn, seed}) and the indices of the windows painted before its result.
 //   node e2e.mjs URL OUT_DIR PROMPT SEED CFG [RUNS [PROMPT SEED CFG]...]
 import { writeFileSync } from "node:fs";
 import { chromium } from "playwright-core";
@@ -30,18 +34,21 @@ try {
   await page.goto(url);
   await page.waitForFunction(settled, ["ready", "error"], { timeout: 180000 });
   let clicks = 0;
+  const failed = async () => (await page.evaluate(() => document.body.dataset.state)) === "error";
+  const clickAndWait = async (selector) => { // false when the page shows an error
+    await page.click(selector);
+    clicks++;
+    await page.waitForFunction((n) => window.hart.runs.length >= n || document.body.dataset.state === "error",
+      clicks, { timeout: 300000 });
+    return !(await failed());
+  };
   for (const job of jobs) {
     job.images = [];
     await page.fill("#prompt", job.prompt);
     await page.fill("#seed", job.seed);
     await page.fill("#cfg", job.cfg);
     for (let i = 0; i < job.runs; i++) {
-      if (await page.evaluate(() => document.body.dataset.state) === "error") break;
-      await page.click("#generate");
-      clicks++;
-      await page.waitForFunction((n) => window.hart.runs.length >= n || document.body.dataset.state === "error",
-        clicks, { timeout: 300000 });
-      if (await page.evaluate(() => document.body.dataset.state) === "error") break;
+      if (await failed() || !(await clickAndWait("#generate"))) break;
       job.images.push(await page.evaluate(() => document.getElementById("result").toDataURL("image/png")));
       job.firstRun ??= clicks;
     }
@@ -49,22 +56,36 @@ try {
   const edits = [];
   const png = (id) => page.evaluate((i) => document.getElementById(i).toDataURL("image/png"), id);
   for (const [k, job] of (process.env.EDIT ? JSON.parse(process.env.EDIT) : []).entries()) {
-    if (await page.evaluate(() => document.body.dataset.state) === "error") break;
+    if (await failed()) break;
     writeFileSync(`${out}/edit_input_${k}.png`, Buffer.from((await png("result")).split(",")[1], "base64"));
     await page.fill("#prompt", job.prompt);
     await page.fill("#seed", String(job.seed));
     await page.fill("#cfg", String(job.cfg));
     if (job.brush) await page.evaluate(({ points, radius }) => window.hartBrush(points, radius), job.brush);
     else await page.evaluate((b) => window.hartSetBox(...b), job.box);
-    await page.click("#edit");
-    clicks++;
-    await page.waitForFunction((n) => window.hart.runs.length >= n || document.body.dataset.state === "error",
-      clicks, { timeout: 300000 });
-    if (await page.evaluate(() => document.body.dataset.state) === "error") break;
+    if (!(await clickAndWait("#edit"))) break;
     writeFileSync(`${out}/edit_${k}.png`, Buffer.from((await png("result")).split(",")[1], "base64"));
     const run = await page.evaluate((n) => window.hart.runs.find((r) => r.run === n), clicks);
     edits.push({ ...job, image: `edit_${k}.png`, input: `edit_input_${k}.png`, kind: run.kind, ids: run.ids,
       imageIds: run.imageIds, region: run.region });
+  }
+  const grows = [];
+  for (const [k, job] of (process.env.GROW ? JSON.parse(process.env.GROW) : []).entries()) {
+    if (await failed()) break;
+    await page.fill("#prompt", job.prompt);
+    await page.fill("#cfg", String(job.cfg));
+    if (job.seed !== undefined) { // a fresh canvas first: an edited result cannot grow
+      await page.fill("#seed", String(job.seed));
+      if (!(await clickAndWait("#generate"))) break;
+      writeFileSync(`${out}/grow_start_${k}.png`, Buffer.from((await png("result")).split(",")[1], "base64"));
+    }
+    if (!(await clickAndWait(job.direction === "right" ? "#wider" : "#taller"))) break;
+    writeFileSync(`${out}/grow_${k}.png`, Buffer.from((await png("result")).split(",")[1], "base64"));
+    const { run, paints } = await page.evaluate((n) => ({ run: window.hart.runs.find((r) => r.run === n),
+      paints: window.hart.paints.filter((p) => p.run === n) }), clicks);
+    const final = paints.find((p) => p.kind === "final");
+    grows.push({ ...job, image: `grow_${k}.png`, kind: run.kind, canvas: run.canvas,
+      windows: paints.filter((p) => p.kind === "window" && p.t <= final.t).map((p) => p.scale) });
   }
   const state = await page.evaluate((repeats) => {
     const { isolated, ready, paints, progress, runs } = window.hart ?? // absent if app.mjs did not run
@@ -94,7 +115,7 @@ try {
       ids: run?.ids ?? null };
   });
   await page.screenshot({ path: `${out}/screenshot.png`, fullPage: true });
-  console.log(JSON.stringify({ ...state, edits, logs }));
+  console.log(JSON.stringify({ ...state, edits, grows, logs }));
 } finally {
   await browser.close();
 }

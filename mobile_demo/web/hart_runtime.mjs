@@ -170,7 +170,8 @@ function rowPositions(mask) {
 // Generate one image: the loop of hart/loop.py, step for step (manifest.loop). `ort` provides Tensor,
 // `sessions` maps graph names to sessions with run(feeds), `onScale(si, fHat)` sees f_hat after every
 // scale (for previews). options: {cfg, topK (number or one per scale), topP, temperature, residual
-// (false: discrete only), residualGuidance}. Returns { image, ids, residual, timings }.
+// (false: discrete only), residualGuidance, forced (an edit's kept tokens), decode (false: no image)}.
+// Returns { image (null without decode), latent (the final f_hat [1, C, N, N]), ids, imageIds, residual, timings }.
 export async function generate(ort, manifest, sessions, prompt, seed, options = {}, onScale = null) {
   const T = ort.Tensor;
   const settings = resolveSettings(manifest, options);
@@ -268,10 +269,11 @@ export async function generate(ort, manifest, sessions, prompt, seed, options = 
   const final = await run("update_final", { f_hat: fHat, ids: new T("int64", scaleIds, [1, count]), residual });
   timings[settings.residual ? "residual" : "codes"] = performance.now() - started;
   started = performance.now();
-  const image = (await run("decoder", { f_hat: final.f_hat_out })).image;
-  timings.decode = performance.now() - started;
+  const image = options.decode === false ? null : (await run("decoder", { f_hat: final.f_hat_out })).image;
+  if (image) timings.decode = performance.now() - started;
   if (onScale) await onScale(last, final.f_hat_out);
-  return { image, ids: sampled, imageIds: used, residual: settings.residual ? residual : null, timings };
+  return { image, latent: final.f_hat_out, ids: sampled, imageIds: used, residual: settings.residual ? residual : null,
+    timings };
 }
 
 // ---------------------------------------------------------------------------------------------- editing
@@ -346,6 +348,12 @@ export function pasteWeights(mask, size, feather = true, width = FEATHER) { // F
   return weight;
 }
 
+// [sum(n*n)] ids of every scale, concatenated in patch_nums order (the encoder's, quantize's) -> one array per scale
+function splitIds(ids, scales) {
+  let start = 0;
+  return scales.map((n) => ids.slice(start, start += n * n));
+}
+
 // rgb: the image to edit, Float32Array [S*S*3] in [0, 1] (HWC); mask: Uint8Array [S*S], 1 = redraw.
 export async function edit(ort, manifest, sessions, rgb, mask, prompt, seed, options = {}, onScale = null) {
   if (!sessions.encoder) throw new Error("this export has no encoder graph, which editing needs; re-export it");
@@ -356,12 +364,9 @@ export async function edit(ort, manifest, sessions, rgb, mask, prompt, seed, opt
   const chw = new Float32Array(3 * size * size);
   for (let i = 0; i < size * size; i++) for (let c = 0; c < 3; c++) chw[c * size * size + i] = filled[3 * i + c];
   const encoded = await sessions.encoder.run({ image: new ort.Tensor("float32", chw, [1, 3, size, size]) });
-  const ids = [];
-  let start = 0;
-  for (const n of scales) { ids.push(encoded.ids.data.slice(start, start + n * n)); start += n * n; }
   const keep = editedTokens(mask, size, scales, threshold).map((e) => e.map((v) => 1 - v));
-  const result = await generate(ort, manifest, sessions, prompt, seed,
-    { ...options, forced: { ids, keep, residual: encoded.residual.data } }, onScale);
+  const forced = { ids: splitIds(encoded.ids.data, scales), keep, residual: encoded.residual.data };
+  const result = await generate(ort, manifest, sessions, prompt, seed, { ...options, forced }, onScale);
   if (!paste) return result;
   const weights = pasteWeights(mask, size, feather, rules.feather), out = new Float32Array(result.image.data);
   for (let c = 0; c < 3; c++) for (let i = 0; i < size * size; i++) {
@@ -369,4 +374,174 @@ export async function edit(ort, manifest, sessions, rgb, mask, prompt, seed, opt
     out[c * size * size + i] = Math.fround(Math.fround(e * w) + Math.fround(o * Math.fround(1 - w)));
   }
   return { ...result, image: new ort.Tensor("float32", out, result.image.dims) };
+}
+
+// --------------------------------------------------------------------------------------------- canvases
+// hart/portable/canvas.py and hart.canvas.draw(start=...), step for step: windows of the trained size on a
+// latent canvas, each plain generation or an edit keeping the drawn cells re-quantized, then a tiled decode.
+// Latents are Float32Array [C, H, W] (H x W latent cells); masks Uint8Array [H * W], 1 = drawn.
+const WINDOW_STREAM_BASE = 1n << 32n, MAX_WINDOWS_PER_SIDE = 2 ** 16;
+
+// The manifest's `canvas` section (these defaults are for exports without one).
+export const canvasRules = (manifest) => ({ overlap: manifest.canvas?.overlap ?? 2,
+  threshold: manifest.canvas?.threshold ?? 0.5 });
+
+// The seed of window (row, col) of a canvas (rng.window_seed): (0, 0) keeps `seed`. A BigInt.
+export function windowSeed(seed, row, col) {
+  const inside = (v) => Number.isInteger(v) && v >= 0 && v < MAX_WINDOWS_PER_SIDE;
+  if (!inside(row) || !inside(col)) {
+    throw new Error(`window (${row}, ${col}) is outside the ${MAX_WINDOWS_PER_SIDE} windows a side the RNG numbers`);
+  }
+  const value = BigInt(seed);
+  if (value < 0n || value > MASK64) throw new Error(`seed must be an integer in [0, 2**64) (got ${seed})`);
+  if (row === 0 && col === 0) return value;
+  return streamKey(value, WINDOW_STREAM_BASE + BigInt(row * MAX_WINDOWS_PER_SIDE + col));
+}
+
+function windowStarts(length, window, stride) { // every stride, the last one flush with the far edge
+  const starts = [];
+  for (let start = 0; start <= length - window; start += stride) starts.push(start);
+  if (starts[starts.length - 1] !== length - window) starts.push(length - window);
+  return starts;
+}
+
+// The windows of a canvas of [width, height] pixels (canvas.plan): sizes in latent cells, `cell` pixels a cell.
+export function plan([width, height], imageSize, latentSize, overlap) {
+  const cell = imageSize / latentSize, stride = latentSize - overlap;
+  if (!(width >= imageSize && height >= imageSize)) {
+    throw new Error(`a canvas must be at least the trained size ${imageSize}x${imageSize} (got ${width}x${height})`);
+  }
+  if (!Number.isInteger(width / cell) || !Number.isInteger(height / cell)) {
+    throw new Error(`canvas sides must be multiples of the model's latent cell, ${cell} pixels (got ${width}x`
+      + `${height})`);
+  }
+  if (!(Number.isInteger(overlap) && overlap >= 0 && overlap < latentSize)) {
+    throw new Error(`the window overlap must be 0 to ${latentSize - 1} latent cells (got ${overlap})`);
+  }
+  const longest = (MAX_WINDOWS_PER_SIDE - 1) * stride + latentSize;
+  if (Math.max(width, height) > longest * cell) {
+    throw new Error(`a canvas side can be at most ${longest * cell} pixels (got ${width}x${height})`);
+  }
+  const rows = windowStarts(height / cell, latentSize, stride), cols = windowStarts(width / cell, latentSize, stride);
+  const windows = rows.flatMap((y, row) => cols.map((x, col) => ({ row, col, y, x })));
+  return { height: height / cell, width: width / cell, window: latentSize, overlap, cell, windows };
+}
+
+// latent [C, n, n], known [n * n] -> each unknown cell set, ring by ring outward from the known ones, to the
+// float32 mean of its already-set 4-neighbours (canvas.fill_unknown; their sum in the order up, down, left, right).
+export function fillUnknown(latent, known, n) {
+  const filled = Float32Array.from(latent), done = Uint8Array.from(known), plane = n * n;
+  if (!done.includes(1)) return filled;
+  while (done.includes(0)) {
+    const ring = [];
+    for (let y = 0; y < n; y++) for (let x = 0; x < n; x++) {
+      const near = [[y - 1, x], [y + 1, x], [y, x - 1], [y, x + 1]]
+        .filter(([v, u]) => v >= 0 && v < n && u >= 0 && u < n && done[v * n + u]).map(([v, u]) => v * n + u);
+      if (!done[y * n + x] && near.length) ring.push([y * n + x, near]);
+    }
+    for (const [i, near] of ring) for (let c = 0; c < latent.length / plane; c++) {
+      let total = 0;
+      for (const j of near) total = Math.fround(total + filled[c * plane + j]);
+      filled[c * plane + i] = total / near.length;
+    }
+    for (const [i] of ring) done[i] = 1;
+  }
+  return filled;
+}
+
+// [size * size] tent weights for blending decoded tiles: w[y][x] = r(y) r(x), r(i) = min(i + 0.5, size - i - 0.5).
+export function tileWeights(size) {
+  const ramp = Array.from({ length: size }, (_, i) => Math.min(i + 0.5, size - i - 0.5));
+  return Float32Array.from({ length: size * size }, (_, k) => ramp[Math.floor(k / size)] * ramp[k % size]);
+}
+
+// The size [width, height] in pixels of `canvas` ({width, height} in latent cells) grown by one window stride
+// ((N - overlap) cells) to the "right" or "down".
+export function grownSize(manifest, canvas, direction) {
+  const scales = manifest.schedule.patch_nums, n = scales[scales.length - 1];
+  const cell = manifest.model.config.image_size / n, step = (n - canvasRules(manifest).overlap) * cell;
+  if (direction !== "right" && direction !== "down") throw new Error(`a canvas grows right or down (got ${direction})`);
+  const right = direction === "right" ? step : 0;
+  return [canvas.width * cell + right, canvas.height * cell + step - right];
+}
+
+// Grow `start` ({latent [C, h, w], width: w, height: h (latent cells), seed}; a generate's result is one window:
+// its latent, N x N) to `size` [width, height] pixels: start sits at the top-left and counts as drawn, and each
+// window of the new plan with an undrawn cell is drawn in raster order, as hart.canvas.draw(start=...) does.
+// onWindow({index, windows, row, col, x, y, tile}) sees each one land (x, y: its top-left pixel; tile: its
+// decoded [1, 3, S, S] image). options: generate's, and overlap and threshold (default: the manifest's).
+// Returns {latent, width, height, seed, image (the tiled decode [1, 3, H, W]), windows (all), drawn, timings}.
+export async function grow(ort, manifest, sessions, start, size, prompt, seed, options = {}, onWindow = null) {
+  if (!sessions.quantize) throw new Error("this export has no quantize graph, which growing needs; re-export it");
+  if (String(start.seed) !== String(seed)) {
+    throw new Error(`a canvas grows with the seed it was started with (${start.seed}, got ${seed})`);
+  }
+  const scales = manifest.schedule.patch_nums, n = scales[scales.length - 1];
+  const channels = manifest.model.config.tokenizer.latent_channels, rules = canvasRules(manifest);
+  const layout = plan(size, manifest.model.config.image_size, n, options.overlap ?? rules.overlap);
+  const { width, height, cell } = layout, plane = width * height;
+  if (start.width > width || start.height > height) {
+    throw new Error(`a canvas grows to at least its size (${start.width}x${start.height} cells; asked for ${width}x`
+      + `${height})`);
+  }
+  const latent = new Float32Array(channels * plane), drawn = new Uint8Array(plane);
+  for (let y = 0; y < start.height; y++) {
+    drawn.fill(1, y * width, y * width + start.width);
+    for (let c = 0; c < channels; c++) {
+      const from = (c * start.height + y) * start.width;
+      latent.set(start.latent.subarray(from, from + start.width), c * plane + y * width);
+    }
+  }
+  const cellsOf = (w) => Array.from({ length: n * n }, (_, k) => (w.y + Math.floor(k / n)) * width + w.x + (k % n));
+  const crop = (cells) => Float32Array.from({ length: channels * n * n }, (_, k) => latent[
+    Math.floor(k / (n * n)) * plane + cells[k % (n * n)]]);
+  const timings = {};
+  const add = (stage, ms) => { timings[stage] = (timings[stage] ?? 0) + ms; };
+  const decode = async (w) => {
+    const began = performance.now();
+    const f_hat = new ort.Tensor("float32", crop(cellsOf(w)), [1, channels, n, n]);
+    const { image } = await sessions.decoder.run({ f_hat });
+    add("decode", performance.now() - began);
+    return image;
+  };
+  const todo = layout.windows.filter((w) => cellsOf(w).some((i) => !drawn[i]));
+  if (!todo.length) throw new Error("every cell of the canvas is already drawn: nothing to paint; ask for more");
+  const tiles = new Map(); // a drawn window's cells are all final, so its tile is the one the tiled decode needs
+  for (const [index, w] of todo.entries()) {
+    const cells = cellsOf(w), known = Uint8Array.from(cells, (i) => drawn[i]);
+    let forced = null;
+    if (known.includes(1)) {
+      const began = performance.now();
+      const f_hat = new ort.Tensor("float32", fillUnknown(crop(cells), known, n), [1, channels, n, n]);
+      const quantized = await sessions.quantize.run({ f_hat });
+      add("quantize", performance.now() - began);
+      const keep = editedTokens(known.map((v) => 1 - v), n, scales, options.threshold ?? rules.threshold)
+        .map((e) => e.map((v) => 1 - v));
+      forced = { ids: splitIds(quantized.ids.data, scales), keep, residual: quantized.residual.data };
+    }
+    const result = await generate(ort, manifest, sessions, prompt, windowSeed(seed, w.row, w.col),
+      { ...options, forced, decode: false });
+    Object.entries(result.timings).forEach(([stage, ms]) => add(stage, ms));
+    cells.forEach((i, k) => {
+      if (known[k]) return; // what is drawn never changes
+      for (let c = 0; c < channels; c++) latent[c * plane + i] = result.latent.data[c * n * n + k];
+      drawn[i] = 1;
+    });
+    tiles.set(w, await decode(w));
+    if (onWindow) await onWindow({ index, windows: todo.length, row: w.row, col: w.col, x: w.x * cell, y: w.y * cell,
+      tile: tiles.get(w) });
+  }
+  const [W, H] = [width * cell, height * cell], side = n * cell, weights = tileWeights(side);
+  const total = new Float32Array(3 * W * H), sum = new Float32Array(W * H); // float32 sums, as numpy's
+  for (const w of layout.windows) {
+    const tile = (tiles.get(w) ?? (await decode(w))).data;
+    for (let ty = 0; ty < side; ty++) for (let tx = 0; tx < side; tx++) {
+      const p = (w.y * cell + ty) * W + w.x * cell + tx, weight = weights[ty * side + tx];
+      sum[p] += weight;
+      for (let c = 0; c < 3; c++) total[c * W * H + p] += Math.fround(tile[(c * side + ty) * side + tx] * weight);
+    }
+  }
+  const image = total.map((v, k) => v / sum[k % (W * H)]);
+  return { latent, width, height, seed: start.seed, image: new ort.Tensor("float32", image, [1, 3, H, W]),
+    windows: layout.windows.length, drawn: todo.length, timings };
 }

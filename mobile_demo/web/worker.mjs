@@ -5,13 +5,19 @@
 //                   {type: "edit", id, prompt, seed, options, box: [x0, y0, x1, y1] | mask: [0/1 per pixel]}
 //                   (redraws the box, or the brushed pixels, of the last result, in its pixels; options also
 //                   threshold, fill, paste, feather as hart_runtime.edit)
+//                   {type: "grow", id, prompt, seed, options, direction: "right" | "down"}  (draws the last result's
+//                   canvas one window stride larger, hart_runtime.grow; seed: the canvas's own; not after an edit)
 //                   {type: "painted"}  (the page painted the last preview; the next one may be decoded)
 //   worker -> page  {type: "ready", ...}  {type: "progress", id, scale, scales}
 //                   {type: "preview" | "final", id, scale, width, height, pixels, ...}  {type: "error", message}
+//                   {type: "window", id, index, windows, x, y, width, height, pixels, canvas: [W, H]}  (a grow's
+//                   window as it lands: its decoded tile at pixel (x, y) of the W x H canvas)
 // pixels are RGBA bytes (Uint8ClampedArray) whose buffer is transferred, not copied; the final message also
 // carries the sampled token ids of every scale (ids: one array of numbers per scale, row-major) and the ids
-// the image was made from (imageIds: an edit's kept tokens are the encoder's).
-import { edit, generate } from "./hart_runtime.mjs";
+// the image was made from (imageIds: an edit's kept tokens are the encoder's; both null for a grow), and
+// canvas: {width, height, windows, drawn, seed} (pixels, the windows of its plan and how many this run drew),
+// null for an edit (its pixels were pasted over the latent, so it cannot grow).
+import { edit, generate, grow, grownSize } from "./hart_runtime.mjs";
 import { loadModel } from "./model_loader.mjs";
 import { toRGBA } from "./pixels.mjs";
 
@@ -19,7 +25,9 @@ const here = new URL(".", self.location.href);
 let ort = null, model = null, busy = false;
 let pagePainted = true; // no preview is waiting to be painted
 let decodeMs = Infinity; // the last preview decode's time (unknown before the first)
-let lastResult = null; // {width, height, pixels}: the last final image, what an edit starts from
+// {width, height, pixels, canvas}: the last final image, what an edit starts from, and the latent canvas a
+// grow starts from ({latent, width, height, seed} in latent cells; null after an edit)
+let lastResult = null;
 
 // A macrotask boundary: the loop's awaits are microtasks, so without this the page's "painted"
 // message would wait until the whole image is done.
@@ -85,12 +93,12 @@ async function load({ model: modelUrl, backend: wanted, threads, optimize }) {
   self.postMessage({
     type: "ready", backend, threads: ort.env.wasm.numThreads, cores, isolated: self.crossOriginIsolated, optimize: level,
     name: manifest.model.name, precision: manifest.precision, scales: manifest.schedule.patch_nums,
-    cfg: manifest.sampling.cfg,
+    cfg: manifest.sampling.cfg, size: manifest.model.config.image_size,
     timings: { adapter: adapterMs, import: importMs, ...model.timings, total: performance.now() - start },
   });
 }
 
-async function run({ type, id, prompt, seed, options = {}, box = null, mask: brushed = null }) {
+async function run({ type, id, prompt, seed, options = {}, box = null, mask: brushed = null, direction }) {
   const started = performance.now();
   const scales = model.manifest.schedule.patch_nums;
   const totals = {};
@@ -116,9 +124,14 @@ async function run({ type, id, prompt, seed, options = {}, box = null, mask: bru
     self.postMessage({ type: "preview", id, scale: si, ...image }, [image.pixels.buffer]);
   };
   let result;
+  const size = model.manifest.model.config.image_size;
   if (type === "edit") {
     if (!lastResult) throw new Error("generate an image first; an edit redraws a region of the last result");
-    const { width: size, pixels } = lastResult, [x0, y0, x1, y1] = box ?? [];
+    if (lastResult.width !== size || lastResult.height !== size) {
+      throw new Error(`an edit works on ${size}x${size} images only (this one is ${lastResult.width}x`
+        + `${lastResult.height}); generate a new image to edit`);
+    }
+    const { pixels } = lastResult, [x0, y0, x1, y1] = box ?? [];
     const mask = new Uint8Array(size * size);
     if (brushed) { // the brush's 0/1 mask of the result
       if (brushed.length !== size * size || !brushed.some((v) => v === 1)) {
@@ -134,15 +147,30 @@ async function run({ type, id, prompt, seed, options = {}, box = null, mask: bru
     const rgb = new Float32Array(3 * size * size);
     for (let i = 0; i < size * size; i++) for (let c = 0; c < 3; c++) rgb[3 * i + c] = Math.fround(pixels[4 * i + c] / 255);
     result = await edit(ort, model.manifest, sessions, rgb, mask, prompt, seed, options, onScale);
+  } else if (type === "grow") {
+    if (!lastResult?.canvas) {
+      throw new Error(lastResult ? "an edited image cannot grow (its pixels were pasted over what was drawn); "
+        + "generate an image, then grow it" : "generate an image first; growing extends the last result");
+    }
+    const grown = grownSize(model.manifest, lastResult.canvas, direction); // [W, H] pixels
+    const onWindow = ({ tile, ...where }) => {
+      const image = toRGBA(tile);
+      self.postMessage({ type: "window", id, ...where, ...image, canvas: grown }, [image.pixels.buffer]);
+    };
+    result = await grow(ort, model.manifest, sessions, lastResult.canvas, grown, prompt, seed, options, onWindow);
   } else {
     result = await generate(ort, model.manifest, sessions, prompt, seed, options, onScale);
+    const n = scales[scales.length - 1];
+    result = { ...result, latent: result.latent.data, width: n, height: n, seed, windows: 1, drawn: 1 };
   }
   const image = toRGBA(result.image);
-  lastResult = { ...image, pixels: image.pixels.slice() };
+  const canvas = type === "edit" ? null : { latent: result.latent, width: result.width, height: result.height, seed };
+  lastResult = { ...image, pixels: image.pixels.slice(), canvas };
+  const numbers = (list) => list?.map((ids) => Array.from(ids, Number)) ?? null;
   self.postMessage({
     type: "final", id, scale: scales.length - 1, ...image, ms: performance.now() - started,
-    timings: result.timings, graphs: totals, previews, ids: result.ids.map((ids) => Array.from(ids, Number)),
-    imageIds: result.imageIds.map((ids) => Array.from(ids, Number)),
+    timings: result.timings, graphs: totals, previews, ids: numbers(result.ids), imageIds: numbers(result.imageIds),
+    canvas: canvas && { width: image.width, height: image.height, windows: result.windows, drawn: result.drawn, seed },
   }, [image.pixels.buffer]);
 }
 
@@ -152,7 +180,7 @@ self.onmessage = async ({ data }) => {
   busy = true;
   try {
     if (data.type === "load") await load(data);
-    else if (data.type === "generate" || data.type === "edit") await run(data);
+    else if (["generate", "edit", "grow"].includes(data.type)) await run(data);
     else throw new Error(`unknown message ${JSON.stringify(data.type)}`);
   } catch (error) {
     self.postMessage({ type: "error", id: data.id, during: data.type, message: error?.message ?? String(error) });

@@ -144,6 +144,18 @@ EDITS = [{"box": [8, 24, 40, 56], "prompt": "a small green square on a gray back
           "prompt": "a small red circle on a gray background", "seed": 2, "cfg": 2}]
 
 
+# then a fresh image grown with "Wider" and "Taller", compared with hart.canvas.draw(start=...) of the same
+# prompt and seed (64 -> 112 x 64 -> 112 x 112 pixels: one window stride, 6 latent cells, each time)
+GROW = [{"direction": "right", "prompt": "a red circle on a blue background", "seed": 3, "cfg": 2},
+        {"direction": "down", "prompt": "a red circle on a blue background", "cfg": 2}]
+
+
+def psnr(browser: np.ndarray, images: np.ndarray) -> float:
+    """PSNR (dB) of the page's 8-bit image [H, W, 3] against Python's float image batch [1, 3, H, W]."""
+    mse = np.mean(((browser.astype(np.float64) - to_uint8(images)[0].astype(np.float64)) / 255) ** 2)
+    return 10 * np.log10(1 / mse) if mse else np.inf
+
+
 def brush_mask(points: list, radius: float, size: int) -> np.ndarray:
     """The page's brush: pixel (x, y) is painted when (x + 0.5 - cx)^2 + (y + 0.5 - cy)^2 <= r^2 (app.mjs)."""
     y, x = np.mgrid[:size, :size] + 0.5
@@ -163,14 +175,14 @@ def test_the_page_generates_the_python_runtimes_image(onnx_export, tmp_path, cap
         (prompt, seed, cfg), more = PAIRS[0], [str(v) for pair in PAIRS[1:] for v in pair]
         result = subprocess.run([node, str(WEB_ROOT / "e2e.mjs"), url, str(tmp_path), prompt, str(seed), str(cfg), "2",
                                  *more], capture_output=True, text=True, timeout=600, cwd=WEB_ROOT,
-                                env={**os.environ, "EDIT": json.dumps(EDITS)})
+                                env={**os.environ, "EDIT": json.dumps(EDITS), "GROW": json.dumps(GROW)})
     finally:
         server.shutdown()
     assert result.returncode == 0, result.stderr
     page = json.loads(result.stdout.strip().splitlines()[-1])
     assert page["state"] == "done", page
     assert page["isolated"] is True and page["workerIsolated"] is True, page  # SharedArrayBuffer, wasm threads
-    assert (page["width"], page["height"]) == (64, 64)
+    assert (page["width"], page["height"]) == (112, 112)  # the last result: the grown canvas
     assert page["viewport"][1] <= page["viewport"][0]  # nothing wider than a phone screen
     assert (tmp_path / "screenshot.png").stat().st_size > 10_000
     assert page["sameImageEveryRun"] and len(page["imageSeconds"]) == 2, page
@@ -205,10 +217,7 @@ def test_the_page_generates_the_python_runtimes_image(onnx_export, tmp_path, cap
                      for ids, web in zip(python.ids, entry["ids"], strict=True)]
         assert differing == [0] * len(python.ids), (entry["prompt"], entry["seed"], differing)  # ids per scale
         browser = np.asarray(Image.open(tmp_path / entry["image"]).convert("RGB"), dtype=np.float64)
-        expected = to_uint8(python.images)[0].astype(np.float64)
-        mse = np.mean(((browser - expected) / 255) ** 2)
-        psnr = 10 * np.log10(1 / mse) if mse else np.inf
-        assert psnr >= 40, (entry["prompt"], entry["seed"], psnr)
+        assert psnr(browser, python.images) >= 40, (entry["prompt"], entry["seed"], psnr(browser, python.images))
 
     # the page's edits of a box and a brushed region of its last result: Python's ids (kept and sampled) and
     # Python's image; pixels away from the region are the input's
@@ -229,7 +238,26 @@ def test_the_page_generates_the_python_runtimes_image(onnx_export, tmp_path, cap
                          for ids, web in zip(theirs, edit[name], strict=True)]
             assert differing == [0] * len(theirs), (name, differing)
         browser = np.asarray(Image.open(tmp_path / edit["image"]).convert("RGB"), dtype=np.float64)
-        mse = np.mean(((browser - to_uint8(python.images)[0].astype(np.float64)) / 255) ** 2)
-        assert (10 * np.log10(1 / mse) if mse else np.inf) >= 40
+        assert psnr(browser, python.images) >= 40
         away = ~edit_rules.dilate(region, 2)
         assert np.array_equal(browser[away], np.asarray(Image.open(tmp_path / edit["input"]).convert("RGB"))[away])
+
+    # the page grew a fresh image right, then down: each time only the new windows were drawn, each painted as
+    # it landed (before the result), and the canvas is Python's (same latent windows, same tiled decode)
+    from hart import canvas as drawing
+
+    assert [g["kind"] for g in page["grows"]] == ["grow", "grow"], page["grows"]
+    prompt, seed, cfg = GROW[0]["prompt"], GROW[0]["seed"], GROW[0]["cfg"]
+    canvases = [drawing.draw(pipeline, [prompt], (64, 64), seed=seed, cfg=cfg)]
+    for size in ((112, 64), (112, 112)):
+        canvases.append(drawing.draw(pipeline, [prompt], size, seed=seed, start=canvases[-1], cfg=cfg))
+    start = np.asarray(Image.open(tmp_path / "grow_start_0.png").convert("RGB"), dtype=np.float64)
+    for grown, python, windows, drawn in zip(page["grows"], canvases[1:], (2, 4), ([0], [0, 1]), strict=True):
+        width, height = python.plan.pixels
+        assert grown["canvas"] == {"width": width, "height": height, "windows": windows, "drawn": len(drawn),
+                                   "seed": seed}, grown
+        assert grown["windows"] == drawn, grown  # each window painted before the result
+        browser = np.asarray(Image.open(tmp_path / grown["image"]).convert("RGB"), dtype=np.float64)
+        assert browser.shape == (height, width, 3)
+        assert psnr(browser, python.images) >= 40, (grown["image"], psnr(browser, python.images))
+    assert psnr(start, canvases[0].images) >= 40  # the image it grew from

@@ -123,3 +123,39 @@ def test_the_pages_edit_rules_equal_python_bit_for_bit(size):
     assert [list(map(bool, t)) for t in out["tokens"]] == [t.tolist() for t in want]
     assert np.array_equal(np.float32(out["filled"]), edit.fill_masked(image, mask).ravel())
     assert np.array_equal(np.float32(out["weights"]), edit.paste_weights(mask).ravel())
+
+
+def test_the_pages_canvas_rules_equal_python_bit_for_bit():
+    """A canvas's plan, window seeds, the fill of a window's undrawn cells and the tile weights
+    (hart/portable/canvas.py, rng.window_seed) in JavaScript, and the page's refusals in Python's words."""
+    from hart.errors import ConfigError
+    from hart.portable import canvas
+
+    generator = np.random.default_rng(2)
+    latent = (generator.normal(size=(4, 8, 8)) * 3).astype(np.float32)
+    known = np.zeros((8, 8), bool)
+    known[:, :3] = True
+    known[6:, 5:] = True
+    out = run_js(
+        "const p = (s) => m.plan(s, 64, 8, 2).windows;"
+        "const refused = (f) => { try { f(); return null; } catch (e) { return e.message; } };"
+        "return {plans: [p([64, 64]), p([112, 64]), p([120, 200])],"
+        " seeds: data.cells.map(([r, c]) => String(m.windowSeed(data.seed, r, c))),"
+        " filled: Array.from(m.fillUnknown(Float32Array.from(data.latent), Uint8Array.from(data.known), 8)),"
+        " weights: Array.from(m.tileWeights(24)),"
+        " errors: [refused(() => m.plan([100, 64], 64, 8, 2)), refused(() => m.plan([32, 64], 64, 8, 2)),"
+        "  refused(() => m.windowSeed(1, 70000, 0))]};",
+        {"seed": str(2**63 + 5), "cells": [[0, 0], [0, 1], [1, 0], [3, 65535]], "latent": latent.ravel().tolist(),
+         "known": known.ravel().astype(int).tolist()})
+    for got, size in zip(out["plans"], [(64, 64), (112, 64), (120, 200)], strict=True):
+        want = canvas.plan(size, 64, 8, 2).windows
+        assert [(w["row"], w["col"], w["y"], w["x"]) for w in got] == [(w.row, w.col, w.y, w.x) for w in want]
+    assert [int(s) for s in out["seeds"]] == [rng.window_seed(2**63 + 5, r, c) for r, c in
+                                              [(0, 0), (0, 1), (1, 0), (3, 65535)]]
+    assert np.array_equal(np.float32(out["filled"]), canvas.fill_unknown(latent, known).ravel())
+    assert np.array_equal(np.float32(out["weights"]), canvas.tile_weights(24).ravel())
+    for message, size in zip(out["errors"][:2], [(100, 64), (32, 64)], strict=True):
+        with pytest.raises(ConfigError) as python:
+            canvas.plan(size, 64, 8, 2)
+        assert message is not None and message.split(" (")[0] in str(python.value), (message, str(python.value))
+    assert "outside the 65536 windows" in out["errors"][2]
