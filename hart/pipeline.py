@@ -91,11 +91,14 @@ class TorchBackend:
         """The blocks on x's k rows (their modulation taken from all R rows' condition), then the cache and
         the last text position's hidden state expanded to the R rows and the logits head run on all R:
         every matmul whose rows are batch rows (not tokens) sees the R rows step() would."""
-        length, take = self.schedule.step_starts[1], TorchOps.take
-        cache = self._cache(len(plan.rows), length)  # the text positions only
-        rows = torch.from_numpy(plan.rows).to(self.device)
-        last = self.transformer.forward_blocks(x, condition, rope, cache, 0, rows=rows)[:, -1:]  # [k, 1, C]
-        keys, values = cache.keys, cache.values  # per layer [k, H, T, D]
+        take = TorchOps.take
+        # the conditional rows apart from a new unconditional one: CPU kernels' last bits depend on a matmul's
+        # row count, so a prompt's rows must see the same count whether or not the unconditional row is kept
+        cond = np.setdiff1d(np.arange(len(plan.rows)), plan.keep)
+        parts = [self._text_rows(take(x, group), condition, tuple(take(t, group) for t in rope), plan.rows[group])
+                 for group in (cond, plan.keep) if len(group)]
+        last = torch.cat([part[0] for part in parts])  # [k, 1, C]
+        keys, values = ([torch.cat(layers) for layers in zip(*(part[i] for part in parts))] for i in (1, 2))
         new = None
         if len(plan.keep):
             new = ([take(k, plan.keep) for k in keys], [take(v, plan.keep) for v in values], take(last, plan.keep))
@@ -106,6 +109,14 @@ class TorchBackend:
         for layer, (k, v) in enumerate(zip(keys, values)):  # into begin()'s cache of the R rows
             self.cache.write(layer, 0, take(k, plan.index), take(v, plan.index))
         return self.transformer.logits(take(last, plan.index), condition), new
+
+    def _text_rows(self, x: torch.Tensor, condition, rope, rows: np.ndarray):
+        """The blocks on the text positions of x's rows -> the last position's hidden state [k, 1, C] and
+        each layer's keys and values [k, H, T, D]."""
+        cache = self._cache(len(rows), self.schedule.step_starts[1])  # the text positions only
+        rows = torch.from_numpy(rows).to(self.device)
+        last = self.transformer.forward_blocks(x, condition, rope, cache, 0, rows=rows)[:, -1:]
+        return last, cache.keys, cache.values
 
     def rope(self, scale_index: int, positions: np.ndarray):
         positions = torch.from_numpy(positions).to(self.device)
