@@ -29,6 +29,17 @@ _NATIVE = {"bf16": ("native_bf16", "†"), "fp16": ("native_fp16", "§"), "int4"
            "qdq": ("native_int8_dot", "‡")}
 
 
+
+def _stage_names(rows: list[dict]) -> list[str]:
+    """Every row's stages in loop order (text, scale_0, scale_1, ..., residual, decode): models of one report
+    have different scale counts, so no single row names them all."""
+    def order(name: str) -> tuple[int, int]:
+        if name.startswith("scale_"):
+            return 1, int(name.split("_")[1])
+        return {"text": (0, 0), "residual": (2, 0), "codes": (2, 0), "decode": (3, 0)}.get(name, (4, 0))
+
+    return sorted({name for r in rows for name in r["stage_seconds"]}, key=order)
+
 def _fmt(value, digits: int = 3) -> str:
     if value is None:
         return "—"
@@ -144,7 +155,7 @@ def markdown(results: dict) -> str:
         lines += ["", f"-fast rows: `--fast`, opt-in approximations that change the image ({FAST.describe()}; "
                   "exports keep their unrolled residual steps), so their tokens and PSNR against fp32 measure "
                   "the approximation, not a precision; their cost in prompt adherence is `hart eval --task fast`'s."]
-    stages = list(rows[0]["stage_seconds"]) if rows else []
+    stages = _stage_names(rows)
     lines += ["", "## Time per stage (median seconds)", "",
               "| model | backend | " + " | ".join(stages) + " |", "|---|---|" + "---|" * len(stages)]
     for r in rows:
@@ -195,7 +206,7 @@ def plots(results: dict, folder: Path) -> None:
     axis.set_title("End-to-end latency")
     _save(figure, folder / "latency.png")
 
-    stages = list(rows[0]["stage_seconds"]) if rows else []
+    stages = _stage_names(rows)
     figure, axis = plt.subplots(figsize=(max(6, 1.1 * len(rows)), 4))
     bottom = [0.0] * len(rows)
     colors = plt.get_cmap("tab20")
