@@ -45,9 +45,10 @@ class Approximations:
         if steps is not None and not (isinstance(steps, int) and 1 <= steps <= train_steps):
             raise ConfigError(f"residual steps must be 1 to {train_steps}, the head's training steps (got {steps})")
         # scales 0 (the text prefix) and 1 (its previous hidden state is one text position) are never pruned
-        if not (isinstance(self.pruned_scales, int) and 0 <= self.pruned_scales <= max(num_scales - 2, 0)):
-            raise ConfigError(f"pruned scales must be 0 to {max(num_scales - 2, 0)} for a model of {num_scales} "
-                              f"scales (got {self.pruned_scales})")
+        most = max(num_scales - 2, 0)
+        if not (isinstance(self.pruned_scales, int) and 0 <= self.pruned_scales <= most):
+            raise ConfigError(f"pruned scales must be 0 to {most} for a model of {num_scales} scales "
+                              f"(got {self.pruned_scales})")
         if self.pruned_scales and not 0 < self.prune_ratio < 1:
             raise ConfigError(f"the prune ratio (the share of a scale's tokens skipped) must be between 0 and 1 "
                               f"(got {self.prune_ratio})")

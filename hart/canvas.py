@@ -21,8 +21,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from hart.backend import ForcedTokens
 from hart.errors import ConfigError
-from hart.loop import ForcedTokens, GenerationLoop
+from hart.loop import GenerationLoop
 from hart.portable import canvas, edit, rng
 from hart.portable.canvas import OVERLAP, THRESHOLD  # noqa: F401 (the defaults, chosen by hart eval)
 from hart.portable.spec import to_uint8

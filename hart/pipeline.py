@@ -94,11 +94,12 @@ class TorchBackend:
         take = TorchOps.take
         # the conditional rows apart from a new unconditional one: CPU kernels' last bits depend on a matmul's
         # row count, so a prompt's rows must see the same count whether or not the unconditional row is kept
-        cond = np.setdiff1d(np.arange(len(plan.rows)), plan.keep)
+        conditional = np.arange(len(plan.rows) - len(plan.keep))  # plan.keep: the last computed row, if any
         parts = [self._text_rows(take(x, group), condition, tuple(take(t, group) for t in rope), plan.rows[group])
-                 for group in (cond, plan.keep) if len(group)]
+                 for group in (conditional, plan.keep) if len(group)]
         last = torch.cat([part[0] for part in parts])  # [k, 1, C]
-        keys, values = ([torch.cat(layers) for layers in zip(*(part[i] for part in parts))] for i in (1, 2))
+        keys = [torch.cat(layer) for layer in zip(*(part[1] for part in parts))]  # per layer [k, H, T, D]
+        values = [torch.cat(layer) for layer in zip(*(part[2] for part in parts))]
         new = None
         if len(plan.keep):
             new = ([take(k, plan.keep) for k in keys], [take(v, plan.keep) for v in values], take(last, plan.keep))
@@ -125,10 +126,13 @@ class TorchBackend:
         return self.transformer.scale_rope([scale_index], positions)
 
     def step(self, scale_index: int, x: torch.Tensor, condition, rope):
-        start = self.schedule.step_starts[scale_index] - self.pruned
-        hidden = self.transformer.forward_blocks(x, condition, rope, self.cache, start)
+        hidden = self.transformer.forward_blocks(x, condition, rope, self.cache, self._cache_start(scale_index))
         # scale 0: only the last text position's logits are used
         return self.transformer.logits(hidden[:, -1:] if scale_index == 0 else hidden, condition), hidden
+
+    def _cache_start(self, scale_index: int) -> int:
+        """Where scale si's keys go in the cache: its sequence start less the positions pruning left out."""
+        return self.schedule.step_starts[scale_index] - self.pruned
 
     def pruned_step(self, scale_index: int, x: torch.Tensor, condition, rope, previous: torch.Tensor, ratio: float):
         """step() on the scale's pivotal tokens only (hart.models.pruning): x [R, n*n, C], previous [R, m*m, C]
@@ -137,11 +141,11 @@ class TorchBackend:
         n = self.schedule.patch_nums[scale_index]
         kept = max(1, n * n - int(n * n * ratio))
         index = pivotal_tokens(x, kept)  # [R, kept]
-        start = self.schedule.step_starts[scale_index] - self.pruned
         own = self.transformer.forward_blocks(take_tokens(x, index), condition,
-                                              tuple(take_tokens(t, index) for t in rope), self.cache, start)
+                                              tuple(take_tokens(t, index) for t in rope), self.cache,
+                                              self._cache_start(scale_index))
         self.pruned += n * n - kept
-        hidden = restore(previous, n, index, own)  # [R, n*n, C]
+        hidden = restore(previous[:len(x)], n, index, own)  # [R, n*n, C]; conditional rows first, as x's
         return self.transformer.logits(hidden, condition), hidden
 
     def check_approximations(self, approximate) -> None:

@@ -29,7 +29,6 @@ _NATIVE = {"bf16": ("native_bf16", "†"), "fp16": ("native_fp16", "§"), "int4"
            "qdq": ("native_int8_dot", "‡")}
 
 
-
 def _stage_names(rows: list[dict]) -> list[str]:
     """Every row's stages in loop order (text, scale_0, scale_1, ..., residual, decode): models of one report
     have different scale counts, so no single row names them all."""
@@ -39,6 +38,7 @@ def _stage_names(rows: list[dict]) -> list[str]:
         return {"text": (0, 0), "residual": (2, 0), "codes": (2, 0), "decode": (3, 0)}.get(name, (4, 0))
 
     return sorted({name for r in rows for name in r["stage_seconds"]}, key=order)
+
 
 def _fmt(value, digits: int = 3) -> str:
     if value is None:

@@ -30,7 +30,7 @@ from hart.data.scenes import make_scene
 from hart.errors import HartError
 from hart.export.graphs import GraphSpec, graph_specs
 from hart.export import onnx_quantize
-from hart.loop import ForcedTokens
+from hart.backend import ForcedTokens
 from hart.pipeline import HARTPipeline
 from hart.portable.metrics import psnr
 from hart.runtime.onnx_pipeline import OnnxPipeline

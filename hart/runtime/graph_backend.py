@@ -13,7 +13,7 @@ import numpy as np
 
 from hart.config import HARTConfig
 from hart.errors import ConfigError, DependencyError
-from hart.loop import SoftCodes
+from hart.backend import SoftCodes
 from hart.portable.random_text import random_text_features
 from hart.portable.rope import image_positions, image_rope, text_rope
 from hart.portable.spec import NumpyOps
