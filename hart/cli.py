@@ -103,10 +103,12 @@ def _eval(args: argparse.Namespace) -> None:
     if args.task in ("edit", "canvas", "fast"):
         {"edit": _eval_edits, "canvas": _eval_canvas, "fast": _eval_fast}[args.task](args)
         return
-    settings = EvalSettings(num_prompts=args.num_prompts, seed=args.seed, batch_size=args.batch_size, cfg=args.cfg,
+    settings = EvalSettings(num_prompts=args.num_prompts, num_pair_prompts=args.num_prompts, seed=args.seed,
+                            batch_size=args.batch_size, cfg=args.cfg,
                             top_k=args.top_k, temperature=args.temperature,
                             residual_guidance=args.residual_guidance)
-    print(f"evaluating {args.model} ({args.backend} backend) on {args.num_prompts} held-out prompts; writing "
+    print(f"evaluating {args.model} ({args.backend} backend) on {args.num_prompts} one-object and {args.num_prompts} "
+          "two-object held-out prompts; writing "
           f"eval.json, eval.md and samples.png to {Path(args.out).resolve()}", flush=True)
     results = evaluate(args.model, args.out, settings, args.device, args.classifier or SHIPPED, backend=args.backend,
                        show_progress=True)

@@ -187,7 +187,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluation.add_argument("--model", default="tiny", help="preset name or model folder (default tiny)")
     evaluation.add_argument("--out", default="eval", help="folder for eval.json, eval.md, samples.png")
     evaluation.add_argument("--num-prompts", type=int, default=240,
-                            help="held-out prompts (default 240); --task edit: scenes, each edited twice; "
+                            help="held-out prompts of one object, and as many of two (default 240); --task edit: "
+                                 "scenes, each edited twice; "
                                  "--task canvas: prompts, each drawn at every width")
     evaluation.add_argument("--seed", type=int, default=0)
     evaluation.add_argument("--batch-size", type=int, default=16)

@@ -287,7 +287,7 @@ PATCH_NUMS_256 = (1, 2, 3, 4, 5, 6, 8, 10, 13, 16)
 # The caption grammar's words (hart.data.scenes.caption_vocabulary(); a test keeps the two equal),
 # written out so the config stays free of the data code.
 TINY_VOCAB = tuple(
-    "a against and at background beige big black blue bottom box center circle corner cross diamond disc edge "
+    "a against an and at background beige big black blue bottom box center circle corner cross diamond disc edge "
     "gray green huge in large left little lower middle near on orange over plus purple red rhombus right side "
     "small square star the tiny top triangle upper white with yellow".split()
 )

@@ -2,9 +2,10 @@
 
 A scene is a flat background with one or two shapes. Every attribute is drawn from a seeded
 generator keyed by (seed, split, index), so scene i of a split is the same on every machine, and the
-caption is written from varied templates and synonyms. Eight (color, shape) pairs are held out:
-no training scene contains them, so the evaluator can measure how the model composes attributes it
-only saw apart.
+caption is written from varied templates and synonyms. Every color word is both an object color and a
+background color (never the same one in a scene), so every sentence the vocabulary can say about
+colors is one the model was trained on. Ten (color, shape) pairs are held out: no training scene
+contains them, so the evaluator can measure how the model composes attributes it only saw apart.
 """
 
 import math
@@ -14,64 +15,40 @@ from functools import cache
 import numpy as np
 from PIL import Image, ImageDraw
 
+from hart.portable.grammar import (BACKGROUND_PHRASES, COLORS, ONE_OBJECT_TEMPLATES, POSITION_PHRASES, POSITIONS,
+                                   SHAPE_WORDS, SIZE_WORDS, TWO_OBJECT_TEMPLATES, TWO_OBJECT_UNPLACED_TEMPLATES, far_apart,
+                                   vocabulary)
+
 IMAGE_SIZE = 128
 
-COLORS: dict[str, tuple[int, int, int]] = {
-    "red": (214, 39, 40), "green": (44, 160, 44), "blue": (31, 90, 220), "yellow": (240, 210, 30),
-    "orange": (255, 127, 14), "purple": (148, 58, 189), "white": (245, 245, 245), "black": (20, 20, 20),
-}
-# A background named after an object color is that color ("a red circle on a blue background").
-BACKGROUNDS: dict[str, tuple[int, int, int]] = {
-    "gray": (128, 128, 128), "white": (245, 245, 245), "black": (20, 20, 20), "beige": (225, 205, 160),
-    "blue": COLORS["blue"], "green": COLORS["green"], "red": COLORS["red"],
-}
+# Every color word names a background too, of the same color ("a red circle on a blue background").
+BACKGROUNDS: dict[str, tuple[int, int, int]] = dict(COLORS)
 SHAPES = ("circle", "square", "triangle", "star", "diamond", "cross")
 SIZES = {"small": 13, "large": 24}  # radius in pixels at 128 px
-POSITIONS: dict[str, tuple[float, float]] = {  # object centre as a fraction of the image (x, y)
-    "center": (0.5, 0.5), "left": (0.25, 0.5), "right": (0.75, 0.5), "top": (0.5, 0.25), "bottom": (0.5, 0.75),
-    "top left": (0.25, 0.25), "top right": (0.75, 0.25), "bottom left": (0.25, 0.75), "bottom right": (0.75, 0.75),
-}
 # (color, shape) pairs that never occur in training: one per color, every shape at least once.
 HELD_OUT_PAIRS = frozenset({
     ("red", "star"), ("green", "triangle"), ("blue", "diamond"), ("yellow", "cross"),
     ("orange", "circle"), ("purple", "square"), ("white", "star"), ("black", "circle"),
+    ("gray", "triangle"), ("beige", "cross"),
 })
+TWO_OBJECTS = 0.45  # share of training scenes with two objects (the harder half of the task)
+NO_OBJECT = 0.03  # share of training scenes that are a bare background ("a blue background")
 
-SPLITS = {"train": 0, "heldout": 1, "classifier": 2, "test": 3}
+# heldout: one object of a held-out pair; heldout_pairs: two objects, the first of a held-out pair;
+# classifier: 0-2 objects of any pair, for the judge; test: one object of any pair.
+SPLITS = {"train": 0, "heldout": 1, "classifier": 2, "test": 3, "heldout_pairs": 4}
 
 # ------------------------------------------------------------------------------------- captions
-SHAPE_WORDS = {"circle": ("circle", "disc"), "square": ("square", "box"), "triangle": ("triangle",),
-               "star": ("star",), "diamond": ("diamond", "rhombus"), "cross": ("cross", "plus")}
-SIZE_WORDS = {"small": ("small", "little", "tiny"), "large": ("large", "big", "huge")}
 # Share of described objects whose size goes unsaid, so "a red circle on a blue background" is a caption
 # the model has seen. Drawn from its own RNG stream: scenes and every other caption word stay as they were.
 SIZE_OMITTED = 0.25
-POSITION_PHRASES = {
-    "center": ("in the center", "in the middle", "at the center"),
-    "left": ("on the left", "at the left", "on the left side"),
-    "right": ("on the right", "at the right", "on the right side"),
-    "top": ("at the top", "near the top", "at the top edge"),
-    "bottom": ("at the bottom", "near the bottom", "at the bottom edge"),
-    "top left": ("in the top left corner", "at the top left", "in the upper left corner"),
-    "top right": ("in the top right corner", "at the top right", "in the upper right corner"),
-    "bottom left": ("in the bottom left corner", "at the bottom left", "in the lower left corner"),
-    "bottom right": ("in the bottom right corner", "at the bottom right", "in the lower right corner"),
-}
-BACKGROUND_PHRASES = ("on a {bg} background", "against a {bg} background", "over a {bg} background",
-                      "with a {bg} background")
-ONE_OBJECT_TEMPLATES = ("a {obj} {pos} {bg}", "{obj} {pos} {bg}", "a {obj} {pos}", "{obj} {pos}", "a {obj} {bg}",
-                        "{bg_lead} a {obj} {pos}")
-TWO_OBJECT_TEMPLATES = ("a {obj1} {pos1} and a {obj2} {pos2} {bg}", "{obj1} {pos1} and {obj2} {pos2}",
-                        "a {obj1} {pos1} and a {obj2} {pos2}")
+PLACES_OMITTED = 0.2  # share of two-object captions that name neither position (the scene still has them)
+AN_SPOKEN = 0.8  # share of vowel-initial words after which a caption says "an" rather than "a"
 
 
 def caption_vocabulary() -> tuple[str, ...]:
     """Every word a caption can contain, sorted: the embedded text encoder's vocabulary."""
-    phrases = [w for words in SHAPE_WORDS.values() for w in words] + [w for words in SIZE_WORDS.values() for w in words]
-    phrases += [p for ps in POSITION_PHRASES.values() for p in ps] + list(COLORS) + list(BACKGROUNDS)
-    phrases += list(BACKGROUND_PHRASES) + list(ONE_OBJECT_TEMPLATES) + list(TWO_OBJECT_TEMPLATES)
-    words = {w for phrase in phrases for w in phrase.replace("{", " {").split() if not w.startswith("{")}
-    return tuple(sorted(words | {"a", "and", "background"}))
+    return vocabulary()
 
 
 @dataclass(frozen=True)
@@ -97,14 +74,9 @@ def _choice(rng: np.random.Generator, options):
     return options[int(rng.integers(len(options)))]
 
 
-def _far_apart(a: str, b: str) -> bool:
-    (ax, ay), (bx, by) = POSITIONS[a], POSITIONS[b]
-    return math.hypot(ax - bx, ay - by) >= 0.49  # two small shapes never touch
-
-
 @cache
 def _position_pairs() -> tuple[tuple[str, str], ...]:
-    return tuple((a, b) for a in POSITIONS for b in POSITIONS if a != b and _far_apart(a, b))
+    return tuple((a, b) for a in POSITIONS for b in POSITIONS if a != b and far_apart(a, b))
 
 
 @cache
@@ -131,11 +103,30 @@ def describe_object(obj: SceneObject, rng: np.random.Generator | None = None, wi
 def canonical_caption(scene: Scene) -> str:
     """The evaluation prompt of a one-object scene: every attribute, first synonyms."""
     obj = scene.objects[0]
-    return f"a {describe_object(obj)} {POSITION_PHRASES[obj.position][0]} on a {scene.background} background"
+    return with_articles(f"a {describe_object(obj)} {POSITION_PHRASES[obj.position][0]} on a {scene.background} "
+                         "background")
+
+
+def canonical_pair_caption(scene: Scene) -> str:
+    """The evaluation prompt of a two-object scene: every attribute of both objects, first synonyms."""
+    a, b = scene.objects
+    return with_articles(f"a {describe_object(a)} {POSITION_PHRASES[a.position][0]} and a {describe_object(b)} "
+                         f"{POSITION_PHRASES[b.position][0]} on a {scene.background} background")
+
+
+def with_articles(caption: str, rng: np.random.Generator | None = None) -> str:
+    """'a' before a vowel becomes 'an' (always without rng; with share AN_SPOKEN with it, so the sloppy
+    'a orange circle' a user may type stays a caption the model has seen)."""
+    words = caption.split(" ")
+    for i, (word, following) in enumerate(zip(words, words[1:])):
+        if word == "a" and following[:1] in "aeiou" and (rng is None or rng.random() < AN_SPOKEN):
+            words[i] = "an"
+    return " ".join(words)
 
 
 def _caption(rng: np.random.Generator, background: str, objects: tuple[SceneObject, ...],
-             with_size: tuple[bool, ...]) -> str:
+             with_size: tuple[bool, ...], placed: bool = True) -> str:
+    """placed: a two-object caption names both positions (else neither: 'a red circle and a blue box')."""
     bg = _choice(rng, BACKGROUND_PHRASES).format(bg=background)
     if len(objects) == 1:
         template = _choice(rng, ONE_OBJECT_TEMPLATES)
@@ -143,31 +134,49 @@ def _caption(rng: np.random.Generator, background: str, objects: tuple[SceneObje
         return template.format(obj=describe_object(obj, rng, with_size[0]),
                                pos=_choice(rng, POSITION_PHRASES[obj.position]),
                                bg=bg, bg_lead=f"{background} background with").strip()
-    template = _choice(rng, TWO_OBJECT_TEMPLATES)
+    template = _choice(rng, TWO_OBJECT_TEMPLATES if placed else TWO_OBJECT_UNPLACED_TEMPLATES)
     a, b = objects
     return template.format(obj1=describe_object(a, rng, with_size[0]), pos1=_choice(rng, POSITION_PHRASES[a.position]),
                            obj2=describe_object(b, rng, with_size[1]), pos2=_choice(rng, POSITION_PHRASES[b.position]),
                            bg=bg)
 
 
+def _any_object(rng: np.random.Generator, background: str, position: str | None = None) -> SceneObject:
+    """An object of any (color, shape) pair, held-out ones included: the judge's and the tests' scenes."""
+    color, shape = _choice(rng, [(c, s) for c in COLORS for s in SHAPES if c != background])
+    base = _sample_object(rng, background, held_out=False, position=position)
+    return SceneObject(shape, color, base.size, base.position, base.jitter, base.angle)
+
+
+def _objects(rng: np.random.Generator, split: str, background: str) -> tuple[SceneObject, ...]:
+    if split == "classifier":  # 0, 1 or 2 objects: the judge also learns to count
+        count = _choice(rng, (0, 1, 1, 2, 2))
+        where = {0: (), 1: (None,), 2: _choice(rng, _position_pairs())}[count]  # one object: any position
+        return tuple(_any_object(rng, background, p) for p in where)
+    if split == "test":
+        return (_any_object(rng, background),)
+    if split == "heldout_pairs":
+        first, second = _choice(rng, _position_pairs())
+        return (_sample_object(rng, background, held_out=True, position=first),
+                _sample_object(rng, background, held_out=False, position=second))
+    draw = rng.random() if split == "train" else 1.0
+    if draw < NO_OBJECT:
+        return ()
+    if draw < NO_OBJECT + TWO_OBJECTS:
+        return tuple(_sample_object(rng, background, held_out=False, position=p) for p in _choice(rng, _position_pairs()))
+    return (_sample_object(rng, background, held_out=split == "heldout"),)
+
+
 def make_scene(index: int, split: str = "train", seed: int = 0) -> Scene:
-    """Scene `index` of a split. train: 1-2 objects, never a held-out pair; heldout: one object whose
-    (color, shape) pair is held out; classifier/test: one object, any pair (for the judge)."""
+    """Scene `index` of a split (SPLITS says what each holds); train never holds a held-out pair."""
     rng = np.random.default_rng([seed, SPLITS[split], index])
     background = _choice(rng, BACKGROUNDS)
-    held_out = split == "heldout"
-    if split == "train" and rng.random() < 0.35:
-        where = _choice(rng, _position_pairs())
-        objects = tuple(_sample_object(rng, background, held_out=False, size="small", position=p) for p in where)
-    elif split in ("classifier", "test"):
-        combos = [(c, s) for c in COLORS for s in SHAPES if c != background]
-        color, shape = _choice(rng, combos)
-        base = _sample_object(rng, background, held_out=False)
-        objects = (SceneObject(shape, color, base.size, base.position, base.jitter, base.angle),)
-    else:
-        objects = (_sample_object(rng, background, held_out=held_out),)
-    with_size = tuple(np.random.default_rng([seed, SPLITS[split], index, 1]).random(len(objects)) >= SIZE_OMITTED)
-    return Scene(background, objects, _caption(rng, background, objects, with_size))
+    objects = _objects(rng, split, background)
+    words = np.random.default_rng([seed, SPLITS[split], index, 1])  # its own stream: scenes stay as drawn
+    with_size = tuple(words.random(len(objects)) >= SIZE_OMITTED)
+    placed = words.random() >= PLACES_OMITTED
+    caption = _caption(rng, background, objects, with_size, placed) if objects else f"a {background} background"
+    return Scene(background, objects, with_articles(caption, words))
 
 
 # ------------------------------------------------------------------------------------- rendering

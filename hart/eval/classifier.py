@@ -1,13 +1,18 @@
-"""The judge: a small CNN that reads a one-object scene's attributes (color, shape, size, position,
-background) and whose penultimate features give the Fréchet distance of `hart eval`.
+"""The judge: a small CNN that reads a scene (background, and at each of the nine positions whether an
+object is there and its color, shape and size), and whose penultimate features give the Fréchet distance
+of `hart eval`.
 
-It is trained on clean renders of every (color, shape) pair (held-out pairs included: it judges the
-generator, it is not the generator), with mild blur and noise so generated images with soft edges
+It reads every position, not one object, so two-object prompts are judged whole: the object count, each
+object's attributes at its own position and the background (`read`). `predict` gives the one-object
+reading (the most certainly occupied position) that the editing and canvas evaluations use. It is
+trained on clean renders of 0-2 objects of every (color, shape) pair (held-out pairs included: it judges
+the generator, it is not the generator), with mild blur and noise so generated images with soft edges
 are read as a person would. `hart train classifier` trains it; the package ships the result.
 """
 
 import json
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -35,13 +40,49 @@ ATTRIBUTES: dict[str, tuple[str, ...]] = {
 SHIPPED = Path(__file__).resolve().parent.parent / "assets" / "scene_classifier"
 WEIGHTS, LABELS = "classifier.safetensors", "attributes.json"
 KIND = "classifier"
+READS = "every position"  # the judge's kind in attributes.json (the first judge read one object)
 
 
-def scene_labels(scene: Scene) -> dict[str, int]:
+IGNORED = -100  # cross_entropy's ignore_index: an empty position has no color, shape or size
+SLOT_ATTRIBUTES = ("color", "shape", "size")  # read at every position
+
+
+@dataclass(frozen=True)
+class SceneReading:
+    """What a scene shows: its background and its objects as (position, color, shape, size), sorted."""
+    background: str
+    objects: tuple[tuple[str, str, str, str], ...]
+
+    def describe(self) -> str:
+        things = "; ".join(f"{size} {color} {shape} {position}" for position, color, shape, size in self.objects)
+        return f"{things or 'no object'} | {self.background} background"
+
+
+def scene_reading(scene: Scene) -> SceneReading:
+    """The truth the judge's reading of the scene's image is compared with."""
+    objects = tuple(sorted((o.position, o.color, o.shape, o.size) for o in scene.objects))
+    return SceneReading(scene.background, objects)
+
+
+def scene_truth(scene: Scene) -> dict[str, str]:
+    """A one-object scene's attributes by name (what `predict` reads)."""
     obj = scene.objects[0]
-    values = {"color": obj.color, "shape": obj.shape, "size": obj.size, "position": obj.position,
-              "background": scene.background}
-    return {name: ATTRIBUTES[name].index(value) for name, value in values.items()}
+    return {"color": obj.color, "shape": obj.shape, "size": obj.size, "position": obj.position,
+            "background": scene.background}
+
+
+def scene_labels(scene: Scene) -> dict[str, torch.Tensor]:
+    """Training targets: background [], occupied [P] float, and per position color / shape / size [P]."""
+    positions = ATTRIBUTES["position"]
+    labels = {"background": torch.tensor(ATTRIBUTES["background"].index(scene.background)),
+              "occupied": torch.zeros(len(positions))}
+    labels |= {name: torch.full((len(positions),), IGNORED) for name in SLOT_ATTRIBUTES}
+    for obj in scene.objects:
+        slot = positions.index(obj.position)
+        labels["occupied"][slot] = 1.0
+        for name in SLOT_ATTRIBUTES:
+            labels[name][slot] = ATTRIBUTES[name].index(getattr(obj, name))
+    return labels
 
 
 class SceneClassifier(nn.Module):
@@ -50,26 +91,53 @@ class SceneClassifier(nn.Module):
         self.image_size = image_size
         channels = [3, width, 2 * width, 4 * width, 4 * width]
         layers: list[nn.Module] = []
-        for a, b in zip(channels, channels[1:]):  # 128 -> 64 -> 32 -> 16 -> 8
+        for a, b in zip(channels, channels[1:]):  # 64 -> 32 -> 16 -> 8 -> 4
             layers += [nn.Conv2d(a, b, 3, stride=2, padding=1), nn.GroupNorm(8, b), nn.SiLU(),
                        nn.Conv2d(b, b, 3, padding=1), nn.GroupNorm(8, b), nn.SiLU()]
         self.body = nn.Sequential(*layers)
         # flattened, not pooled: position is a spatial attribute
         self.embed = nn.Sequential(nn.Flatten(), nn.Linear(4 * width * (image_size // 16) ** 2, features), nn.SiLU())
-        self.heads = nn.ModuleDict({name: nn.Linear(features, len(values)) for name, values in ATTRIBUTES.items()})
+        slots = len(ATTRIBUTES["position"])
+        self.heads = nn.ModuleDict({"background": nn.Linear(features, len(ATTRIBUTES["background"])),
+                                    "occupied": nn.Linear(features, slots)})
+        self.heads.update({name: nn.Linear(features, slots * len(ATTRIBUTES[name])) for name in SLOT_ATTRIBUTES})
 
     def features(self, images: torch.Tensor) -> torch.Tensor:
         """images [B, 3, S, S] in [0, 1] -> features [B, F] (the Fréchet distance's space)."""
         return self.embed(self.body(images * 2 - 1))
 
     def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        """-> background [B, nB], occupied [B, P] (logits of "an object is here"), color / shape / size
+        [B, P, n]."""
         features = self.features(images)
-        return {name: head(features) for name, head in self.heads.items()}
+        slots = len(ATTRIBUTES["position"])
+        logits = {name: head(features) for name, head in self.heads.items()}
+        return {name: x.view(len(images), slots, -1) if name in SLOT_ATTRIBUTES else x for name, x in logits.items()}
+
+    @torch.no_grad()
+    def read(self, images: torch.Tensor) -> list[SceneReading]:
+        """Every image's background and objects (the positions read as occupied, each with its attributes)."""
+        logits = self(images)
+        chosen = {name: logits[name].argmax(-1).tolist() for name in ("background", *SLOT_ATTRIBUTES)}
+        occupied = (logits["occupied"] > 0).tolist()
+        readings = []
+        for i, here in enumerate(occupied):
+            objects = tuple(sorted((position, *(ATTRIBUTES[name][chosen[name][i][slot]] for name in SLOT_ATTRIBUTES))
+                                   for slot, position in enumerate(ATTRIBUTES["position"]) if here[slot]))
+            readings.append(SceneReading(ATTRIBUTES["background"][chosen["background"][i]], objects))
+        return readings
 
     @torch.no_grad()
     def predict(self, images: torch.Tensor) -> dict[str, list[str]]:
-        return {name: [ATTRIBUTES[name][i] for i in logits.argmax(-1).tolist()]
-                for name, logits in self(images).items()}
+        """The one-object reading: the most certainly occupied position and what is there."""
+        logits = self(images)
+        slot = logits["occupied"].argmax(-1)  # [B]
+        rows = torch.arange(len(images))
+        predicted = {"position": [ATTRIBUTES["position"][i] for i in slot.tolist()],
+                     "background": [ATTRIBUTES["background"][i] for i in logits["background"].argmax(-1).tolist()]}
+        for name in SLOT_ATTRIBUTES:
+            predicted[name] = [ATTRIBUTES[name][i] for i in logits[name][rows, slot].argmax(-1).tolist()]
+        return {name: predicted[name] for name in ATTRIBUTES}
 
 
 def load_classifier(folder: str | Path = SHIPPED) -> SceneClassifier:
@@ -78,8 +146,9 @@ def load_classifier(folder: str | Path = SHIPPED) -> SceneClassifier:
         raise CheckpointError(f"{folder} holds no scene classifier ({LABELS} missing); train one with "
                               "`hart train classifier --out DIR`")
     saved = json.loads((folder / LABELS).read_text())
-    if saved.get("attributes") != {k: list(v) for k, v in ATTRIBUTES.items()}:
-        raise CheckpointError(f"{folder / LABELS} lists other attribute values than this version's scenes")
+    if saved.get("attributes") != {k: list(v) for k, v in ATTRIBUTES.items()} or saved.get("reads") != READS:
+        raise CheckpointError(f"{folder / LABELS} is a judge of another kind than this version's (other attribute "
+                              f"values, or not {READS}); train one with `hart train classifier --out DIR`")
     with torch.device("meta"):
         model = SceneClassifier(saved["image_size"])
     load_strict(model, read_safetensors(folder / WEIGHTS), str(folder / WEIGHTS))
@@ -105,7 +174,8 @@ def _augment(images: torch.Tensor, generator: torch.Generator, process) -> torch
 def export_classifier(model: SceneClassifier, out: Path) -> Path:
     with atomic_directory(out, overwrite=True) as tmp:
         save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, tmp / WEIGHTS)
-        labels = {"image_size": model.image_size, "attributes": {k: list(v) for k, v in ATTRIBUTES.items()}}
+        labels = {"image_size": model.image_size, "reads": READS,
+                  "attributes": {k: list(v) for k, v in ATTRIBUTES.items()}}
         (tmp / LABELS).write_text(json.dumps(labels, indent=1) + "\n")
     return out
 
@@ -134,7 +204,11 @@ def train_classifier(settings: TrainSettings, out: str | Path, device: str = "au
         for step, (images, labels) in enumerate(batches, start=first_step):
             lr = set_learning_rate(optimizer, step, settings)
             logits = trainer(_augment(images.to(process.device), generator, process))
-            losses = {name: F.cross_entropy(logits[name], labels[name].to(process.device)) for name in ATTRIBUTES}
+            labels = {name: value.to(process.device) for name, value in labels.items()}
+            losses = {"background": F.cross_entropy(logits["background"], labels["background"]),
+                      "occupied": F.binary_cross_entropy_with_logits(logits["occupied"], labels["occupied"])}
+            losses |= {name: F.cross_entropy(logits[name].flatten(0, 1), labels[name].flatten(), ignore_index=IGNORED)
+                       for name in SLOT_ATTRIBUTES}
             loss = sum(losses.values())
             steps.optimize(optimizer, loss, model.parameters(), clip=False)
             if steps.logging_due(step):

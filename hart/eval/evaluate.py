@@ -1,31 +1,37 @@
 """`hart eval`: how well the embedded model follows held-out prompts, and HART's two ablations.
 
-1. Prompt adherence: images for held-out prompts (their (color, shape) pair never occurs in
-   training), read back by the scene classifier; per attribute, the share that matches the prompt.
-   The classifier's own accuracy on clean renders of the same scenes is reported beside it.
+1. Prompt adherence: images for held-out prompts (one object whose (color, shape) pair never occurs in
+   training, and two objects the first of which is such a pair), read back by the scene classifier:
+   per attribute, the share that matches the prompt, and per whole prompt, the share for which every
+   named attribute of every object, the object count and the background are all right (reported for
+   one and two objects and per background color). The per-attribute numbers hide a swapped or missing
+   object; the whole-prompt numbers do not. The classifier's own accuracy on clean renders of the same
+   scenes is reported beside each.
 2. Tokenizer reconstruction PSNR, discrete-only vs hybrid (HART: rFID 2.11 -> 0.30).
 3. Fréchet distance in the classifier's feature space to real renders of the same prompts, with and
    without the residual head (HART: FID 7.85 -> 5.38), plus the distance between two sets of real
    renders as the floor.
-Writes eval.json, eval.md and samples.png (real | with residual | discrete only).
+Writes eval.json, eval.md and samples.png (labelled columns: prompt, real, with residual, discrete
+only, the judge's reading of the image with residual).
 """
 
 import json
 import logging
 import platform
+import textwrap
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageDraw
 from tqdm.auto import tqdm
 
 from hart.atomic import atomic_file
 from hart.errors import HartError
-from hart.data.scenes import canonical_caption, image_array, make_scene
-from hart.eval.classifier import ATTRIBUTES, SHIPPED, load_classifier, scene_labels
+from hart.data.scenes import BACKGROUNDS, canonical_caption, canonical_pair_caption, image_array, make_scene
+from hart.eval.classifier import ATTRIBUTES, SHIPPED, SceneReading, load_classifier, scene_reading, scene_truth
 from hart.eval.metrics import frechet_distance
 from hart.pipeline import HARTPipeline
 from hart.portable.metrics import psnr
@@ -33,13 +39,16 @@ from hart.portable.spec import to_uint8
 
 log = logging.getLogger(__name__)
 
-TARGETS = {"color": 0.90, "shape": 0.85, "position": 0.85}
+TARGETS = {"color": 0.95, "shape": 0.90, "position": 0.90}
+WHOLE_PROMPT_TARGETS = {"one_object": 0.85, "two_objects": 0.55}
+BACKGROUND_TARGET = 0.90  # every background color, read right in this share of its prompts
 JUDGE_TARGET = 0.98
 
 
 @dataclass(frozen=True)
 class EvalSettings:
     num_prompts: int = 240
+    num_pair_prompts: int = 240  # two-object prompts (0: none)
     seed: int = 0  # held-out scenes are make_scene(i, "heldout", seed); image i is generated with seed + i
     batch_size: int = 16
     cfg: float | None = None
@@ -48,21 +57,51 @@ class EvalSettings:
     residual_guidance: float | None = None
 
 
-def _accuracy(predicted: dict[str, list[str]], truth: list[dict[str, int]]) -> dict[str, float]:
-    return {name: float(np.mean([p == ATTRIBUTES[name][t[name]] for p, t in zip(predicted[name], truth)]))
-            for name in ATTRIBUTES}
+def _accuracy(predicted: dict[str, list[str]], truth: list[dict[str, str]]) -> dict[str, float]:
+    return {name: float(np.mean([p == t[name] for p, t in zip(predicted[name], truth)])) for name in ATTRIBUTES}
+
+
+def _object_accuracy(read: list[SceneReading], truth: list[SceneReading]) -> dict[str, float]:
+    """Per attribute over every named object: its position is read as occupied (position) and what is
+    read there has its color / shape / size."""
+    hits: dict[str, list[bool]] = {name: [] for name in ("color", "shape", "size", "position")}
+    for reading, want in zip(read, truth):
+        there = {obj[0]: obj for obj in reading.objects}
+        for position, *attributes in want.objects:
+            found = there.get(position)
+            hits["position"].append(found is not None)
+            for i, name in enumerate(("color", "shape", "size")):
+                hits[name].append(found is not None and found[1 + i] == attributes[i])
+    return {name: float(np.mean(values)) for name, values in hits.items()}
+
+
+def _whole(read: list[SceneReading], truth: list[SceneReading]) -> list[bool]:
+    """Every named attribute of every object, the object count and the background right."""
+    return [r == t for r, t in zip(read, truth)]
+
+
+def _per_background(read: list[SceneReading], truth: list[SceneReading]) -> dict[str, dict]:
+    rows = {}
+    for background in BACKGROUNDS:
+        pairs = [(r, t) for r, t in zip(read, truth) if t.background == background]
+        rows[background] = {"prompts": len(pairs),
+                            "background": float(np.mean([r.background == t.background for r, t in pairs])),
+                            "whole_prompt": float(np.mean([r == t for r, t in pairs]))} if pairs else {"prompts": 0}
+    return rows
 
 
 def _batched(judge, images: torch.Tensor, batch: int):
+    """-> the one-object predictions by attribute, the features [N, F], the whole readings."""
     predictions: dict[str, list[str]] = {name: [] for name in ATTRIBUTES}
-    features = []
+    features, readings = [], []
     with torch.no_grad():
         for start in range(0, len(images), batch):
             chunk = images[start:start + batch]
             for name, values in judge.predict(chunk).items():
                 predictions[name] += values
             features.append(judge.features(chunk).cpu())
-    return predictions, torch.cat(features).numpy()
+            readings += judge.read(chunk)
+    return predictions, torch.cat(features).numpy(), readings
 
 
 def _renders(scenes, size: int) -> torch.Tensor:
@@ -124,9 +163,12 @@ def evaluate(model: str, out: str | Path, settings: EvalSettings = EvalSettings(
         raise HartError(f"the scene classifier reads {judge.image_size} px images; {model} makes {size} px ones "
                         "(train a classifier for it with `hart train classifier --preset ...`)")
     scenes = [make_scene(i, "heldout", settings.seed) for i in range(settings.num_prompts)]
-    prompts = [canonical_caption(s) for s in scenes]
-    truth = [scene_labels(s) for s in scenes]
-    real = _renders(scenes, size)
+    pair_scenes = [make_scene(i, "heldout_pairs", settings.seed) for i in range(settings.num_pair_prompts)]
+    prompts = [canonical_caption(s) for s in scenes] + [canonical_pair_caption(s) for s in pair_scenes]
+    count = len(scenes)  # images [:count] are the one-object prompts, [count:] the two-object ones
+    truth = [scene_truth(s) for s in scenes]
+    readings_truth = [scene_reading(s) for s in scenes + pair_scenes]
+    real = _renders(scenes + pair_scenes, size)
     floor_real = _renders([make_scene(i, "heldout", settings.seed + 1) for i in range(settings.num_prompts)], size)
 
     hybrid, discrete = [], []
@@ -144,35 +186,54 @@ def evaluate(model: str, out: str | Path, settings: EvalSettings = EvalSettings(
 
     judged = {name: _batched(judge, images.to(images_for.device), settings.batch_size)
               for name, images in (("real", real), ("hybrid", hybrid), ("discrete", discrete), ("floor", floor_real))}
-    reconstructed = images_for.reconstructions(real, settings.batch_size, show_progress)
+    one = {name: ({k: v[:count] for k, v in predicted.items()}, features[:count])
+           for name, (predicted, features, _) in judged.items()}
+    reconstructed = images_for.reconstructions(real[:count], settings.batch_size, show_progress)
     sampling = images_for.loop.settings(cfg=settings.cfg, top_k=settings.top_k,
                                         residual_guidance=settings.residual_guidance)
+    whole = {name: _whole(judged[name][2], readings_truth) for name in ("real", "hybrid", "discrete")}
     results = {
         "model": model, "backend": backend, "config": images_for.config.name, "settings": asdict(settings),
         "sampling": {"cfg": sampling.cfg, "top_k": list(sampling.top_k),
                      "residual_guidance": sampling.residual_guidance},
-        "judge_accuracy_on_clean_renders": _accuracy(judged["real"][0], truth),
-        "adherence": _accuracy(judged["hybrid"][0], truth),
-        "adherence_discrete_only": _accuracy(judged["discrete"][0], truth),
+        "judge_accuracy_on_clean_renders": _accuracy(one["real"][0], truth),
+        "adherence": _accuracy(one["hybrid"][0], truth),
+        "adherence_discrete_only": _accuracy(one["discrete"][0], truth),
+        "whole_prompt": {name: {"one_object": float(np.mean(w[:count])),
+                                "two_objects": float(np.mean(w[count:])) if pair_scenes else None}
+                         for name, w in (("with_residual_head", whole["hybrid"]),
+                                         ("discrete_only", whole["discrete"]), ("judge_on_clean_renders",
+                                                                                whole["real"]))},
+        "two_object_adherence": _object_accuracy(judged["hybrid"][2][count:], readings_truth[count:])
+        if pair_scenes else None,
+        "per_background": _per_background(judged["hybrid"][2], readings_truth),
         "tokenizer_psnr_db": None if reconstructed is None else {
-            mode: float(psnr(images, real).mean()) for mode, images in reconstructed.items()},
+            mode: float(psnr(images, real[:count]).mean()) for mode, images in reconstructed.items()},
         "frechet_distance": {
-            "with_residual_head": frechet_distance(judged["hybrid"][1], judged["real"][1]),
-            "without_residual_head": frechet_distance(judged["discrete"][1], judged["real"][1]),
-            "real_vs_real_floor": frechet_distance(judged["floor"][1], judged["real"][1]),
+            "with_residual_head": frechet_distance(one["hybrid"][1], one["real"][1]),
+            "without_residual_head": frechet_distance(one["discrete"][1], one["real"][1]),
+            "real_vs_real_floor": frechet_distance(one["floor"][1], one["real"][1]),
         },
         "machine": {"platform": platform.platform(), "processor": platform.processor(),
                     "device": str(images_for.device), "torch_threads": torch.get_num_threads()},
         "wall_seconds": time.perf_counter() - started,
     }
     results["targets_met"] = _targets_met(results)
-    _write(Path(out), results, real, hybrid, discrete, prompts)
+    readings = [r.describe() for r in judged["hybrid"][2]]
+    _write(Path(out), results, (real, hybrid, discrete), prompts, readings, whole["hybrid"], count)
     return results
 
 
 def _targets_met(results: dict) -> dict[str, bool]:
     met = {f"adherence_{k}": results["adherence"][k] >= v for k, v in TARGETS.items()}
+    for name, target in WHOLE_PROMPT_TARGETS.items():
+        if results["whole_prompt"]["with_residual_head"][name] is not None:
+            met[f"whole_prompt_{name}"] = results["whole_prompt"]["with_residual_head"][name] >= target
+    shown = [row for row in results["per_background"].values() if row["prompts"]]
+    met["every_background"] = min(row["background"] for row in shown) >= BACKGROUND_TARGET
     met["judge_accuracy"] = min(results["judge_accuracy_on_clean_renders"].values()) >= JUDGE_TARGET
+    met["judge_whole_prompt"] = min(v for v in results["whole_prompt"]["judge_on_clean_renders"].values()
+                                    if v is not None) >= JUDGE_TARGET
     psnrs = results["tokenizer_psnr_db"]
     if psnrs is not None:
         met["hybrid_psnr_2db_above_discrete"] = psnrs["hybrid"] >= psnrs["discrete"] + 2
@@ -198,6 +259,24 @@ def _markdown(results: dict) -> str:
     for name in ATTRIBUTES:
         target = f"≥ {pct(TARGETS[name])}" if name in TARGETS else "—"
         lines.append(f"| {name} | {pct(adherence[name])} | {pct(discrete[name])} | {target} | {pct(judge[name])} |")
+    whole = results["whole_prompt"]
+    lines += ["", "## Whole prompts (every named attribute of every object, the object count, the background)", "",
+              "| prompts | with residual head | discrete only | target | judge on clean renders |", "|---|---|---|---|---|"]
+    for name, label in (("one_object", f"one object ({results['settings']['num_prompts']})"),
+                        ("two_objects", f"two objects ({results['settings']['num_pair_prompts']})")):
+        if whole["with_residual_head"][name] is not None:
+            lines.append(f"| {label} | {pct(whole['with_residual_head'][name])} | {pct(whole['discrete_only'][name])} "
+                         f"| ≥ {pct(WHOLE_PROMPT_TARGETS[name])} | {pct(whole['judge_on_clean_renders'][name])} |")
+    if results["two_object_adherence"] is not None:
+        two = results["two_object_adherence"]
+        lines += ["", "Two-object prompts, per named object (with residual head): "
+                  + ", ".join(f"{name} {pct(value)}" for name, value in two.items()) + "."]
+    lines += ["", f"## Per background color (all prompts, with residual head; target: background ≥ "
+              f"{pct(BACKGROUND_TARGET)} for every color)", "",
+              "| background | prompts | background right | whole prompt right |", "|---|---|---|---|"]
+    for background, row in results["per_background"].items():
+        if row["prompts"]:
+            lines.append(f"| {background} | {row['prompts']} | {pct(row['background'])} | {pct(row['whole_prompt'])} |")
     psnrs, fd = results["tokenizer_psnr_db"] or {"discrete": float("nan"), "hybrid": float("nan")}, \
         results["frechet_distance"]
     lines += [
@@ -214,17 +293,38 @@ def _markdown(results: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _write(out: Path, results: dict, real, hybrid, discrete, prompts) -> None:
+SAMPLE_ROWS = 6  # of each kind: one-object and two-object prompts
+TEXT_WIDTH = 46  # characters per line in the grid's text columns
+
+
+def _write(out: Path, results: dict, columns, prompts: list[str], readings: list[str], right: list[bool],
+           count: int) -> None:
     out.mkdir(parents=True, exist_ok=True)
     with atomic_file(out / "eval.json") as tmp:
         tmp.write_text(json.dumps(results, indent=2) + "\n")
     with atomic_file(out / "eval.md") as tmp:
         tmp.write_text(_markdown(results))
-    rows = min(8, len(prompts))
-    size = real.shape[-1]
-    grid = Image.new("RGB", (3 * size, rows * size), "white")
-    for row in range(rows):
-        for column, images in enumerate((real, hybrid, discrete)):
-            grid.paste(Image.fromarray(to_uint8(images[row:row + 1])[0]), (column * size, row * size))
     with atomic_file(out / "samples.png") as tmp:
-        grid.save(tmp, format="PNG")
+        _grid(columns, prompts, readings, right, count).save(tmp, format="PNG")
+
+
+def _grid(columns, prompts: list[str], readings: list[str], right: list[bool], count: int) -> Image.Image:
+    """Rows of: the prompt | real render | with residual | discrete only | the judge's reading (of the
+    image with residual, marked right or wrong); the first one-object and the first two-object prompts."""
+    rows = list(range(min(SAMPLE_ROWS, count))) + list(range(count, min(count + SAMPLE_ROWS, len(prompts))))
+    size, text, label = columns[0].shape[-1], 6 * TEXT_WIDTH + 8, 14
+    grid = Image.new("RGB", (2 * text + 3 * size, label + len(rows) * size), "white")
+    pen = ImageDraw.Draw(grid)
+    for x, title in ((2, "prompt"), (text + 2, "real"), (text + size + 2, "residual"), (text + 2 * size + 2, "discrete"),
+                     (text + 3 * size + 2, "judge's reading of 'residual'")):
+        pen.text((x, 1), title, fill="black")
+    for row, index in enumerate(rows):
+        top = label + row * size
+        pen.text((2, top + 2), textwrap.fill(prompts[index], TEXT_WIDTH), fill="black")
+        for column, images in enumerate(columns):
+            grid.paste(Image.fromarray(to_uint8(images[index:index + 1])[0]), (text + column * size, top))
+        verdict = "RIGHT" if right[index] else "WRONG"
+        pen.text((text + 3 * size + 2, top + 2), textwrap.fill(f"{verdict}: {readings[index]}", TEXT_WIDTH),
+                 fill="darkgreen" if right[index] else "darkred")
+        pen.line((0, top, grid.width, top), fill=(220, 220, 220))
+    return grid

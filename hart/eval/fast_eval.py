@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 from hart.approximations import EXACT, VARIANTS, Approximations
 from hart.atomic import atomic_file
 from hart.data.scenes import canonical_caption, make_scene
-from hart.eval.classifier import SHIPPED, load_classifier, scene_labels
+from hart.eval.classifier import SHIPPED, load_classifier, scene_truth
 from hart.eval.evaluate import _accuracy, _batched, _renders
 from hart.eval.metrics import frechet_distance
 from hart.portable.metrics import psnr
@@ -59,7 +59,7 @@ def evaluate_fast(loop, out: str | Path, settings: FastEvalSettings = FastEvalSe
     started = time.perf_counter()
     judge = load_classifier(classifier or SHIPPED)
     scenes = [make_scene(i, "heldout", settings.seed) for i in range(settings.num_prompts)]
-    prompts, truth = [canonical_caption(s) for s in scenes], [scene_labels(s) for s in scenes]
+    prompts, truth = [canonical_caption(s) for s in scenes], [scene_truth(s) for s in scenes]
     real = _renders(scenes, loop.config.image_size)
     real_features = _batched(judge, real, settings.batch_size)[1]
     rows, images = [], {}
@@ -74,7 +74,7 @@ def evaluate_fast(loop, out: str | Path, settings: FastEvalSettings = FastEvalSe
             bar.update(len(batch))
         seconds = (time.perf_counter() - began) / len(prompts)
         images[variant.name] = drawn = torch.from_numpy(np.concatenate(parts))
-        predicted, features = _batched(judge, drawn, settings.batch_size)
+        predicted, features, _ = _batched(judge, drawn, settings.batch_size)
         adherence = _accuracy(predicted, truth)
         rows.append({"variant": variant.name, "describe": variant.describe(), "settings": asdict(variant),
                      "adherence": adherence, "adherence_mean": float(np.mean(list(adherence.values()))),

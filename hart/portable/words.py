@@ -10,6 +10,7 @@ import re
 import numpy as np
 
 from hart.errors import PromptError
+from hart.portable import grammar
 
 PAD_ID, UNKNOWN_ID = 0, 1
 WORD_PATTERN = re.compile(r"[a-z]+")
@@ -31,6 +32,8 @@ class WordTokenizer:
         self.vocab = tuple(vocab)
         self.max_tokens = max_tokens
         self.ids = {word: i + 2 for i, word in enumerate(self.vocab)}
+        # a model whose words are exactly the caption grammar's was trained on its sentences only
+        self.checks_grammar = self.vocab == grammar.vocabulary()
 
     @property
     def size(self) -> int:
@@ -61,6 +64,8 @@ class WordTokenizer:
                                   f"this model knows: {', '.join(sorted(self.vocab))}")
             if len(words) > self.max_tokens:
                 raise PromptError(f"prompt {i + 1} has {len(words)} words; this model reads at most {self.max_tokens}")
+            if self.checks_grammar:
+                grammar.check_prompt(prompt, words, i + 1)
             rows.append([self.ids[w] for w in words] + [PAD_ID] * (self.max_tokens - len(words)))
         ids = np.array(rows, dtype=np.int64)
         return ids, ids != PAD_ID

@@ -21,6 +21,7 @@ from torch.nn.parallel import DistributedDataParallel
 from hart.checkpoints.io import check_state_dict, read_safetensors, save_model, weights_file
 from hart.components import assemble, build_networks
 from hart.config import HARTConfig
+from hart.data.scenes import caption_vocabulary
 from hart.errors import HartError
 from hart.models import HARTTransformer, ResidualHead
 from hart.portable.schedule import diffusion_schedule
@@ -124,10 +125,33 @@ def train_generator(tokenizer_dir: str | Path, settings: TrainSettings, out: str
         end_process()
 
 
-def _load_initial_weights(trained: nn.ModuleDict, init: str | Path) -> None:
+# A word the grammar gained starts from the embedding of an old word of the same meaning (else their mean).
+NEW_WORD_STARTS = {"an": "a"}
+
+
+def _grown_vocabulary(state: dict[str, torch.Tensor], old: tuple[str, ...], new: tuple[str, ...],
+                      source: str) -> dict[str, torch.Tensor]:
+    """The text encoder's embedding rows re-indexed from the init model's vocabulary to this run's:
+    the grammar may gain words ("an") without retraining the model from scratch."""
+    missing = set(old) - set(new)
+    if missing:
+        raise HartError(f"{source}: the init model knows words this grammar lost ({', '.join(sorted(missing))}); "
+                        "fine-tuning cannot drop words")
+    table = state["embed.weight"]  # [2 + len(old), D]: ids 0 and 1 are padding and unknown
+    index = {word: 2 + i for i, word in enumerate(old)}
+    rows = [table[0], table[1]] + [table[index[NEW_WORD_STARTS.get(w, w)]] if NEW_WORD_STARTS.get(w, w) in index
+                                   else table[2:].mean(0) for w in new]
+    log.info("text encoder vocabulary grown by %s", ", ".join(sorted(set(new) - set(old))) or "nothing")
+    return {**state, "embed.weight": torch.stack(rows)}
+
+
+def _load_initial_weights(trained: nn.ModuleDict, init: str | Path, vocab: tuple[str, ...]) -> None:
     for name in TRAINED:
         path = Path(init) / weights_file(name)
         state = read_safetensors(path)
+        if name == "text_encoder":
+            old = HARTConfig.from_json_file(Path(init) / "config.json").text.vocab
+            state = _grown_vocabulary(state, tuple(old), vocab, str(path)) if tuple(old) != vocab else state
         check_state_dict(trained[name], state, str(path))
         trained[name].load_state_dict(state)
     log.info("generator initialised from %s", init)
@@ -139,6 +163,8 @@ def _train(tokenizer_dir, settings, out, process, resume, latent_scale, init) ->
         config = config.replace(residual_head=dataclasses.replace(config.residual_head, latent_scale=latent_scale))
     if config.text.kind != "words":
         raise HartError(f"{tokenizer_dir}: training supports the word text encoder, not {config.text.kind!r}")
+    # the captions are today's grammar, whatever words the tokenizer's run knew
+    config = config.replace(text=dataclasses.replace(config.text, vocab=caption_vocabulary()))
     folder = RunFolder(out, process)
     generator = seed_everything(settings.seed)
     networks = build_networks(config)
@@ -147,7 +173,7 @@ def _train(tokenizer_dir, settings, out, process, resume, latent_scale, init) ->
     networks["tokenizer"] = tokenizer
     trained = nn.ModuleDict({k: networks[k] for k in TRAINED}).to(process.device)
     if init is not None:
-        _load_initial_weights(trained, init)
+        _load_initial_weights(trained, init, config.text.vocab)
     optimizer = torch.optim.AdamW(trained.parameters(), lr=settings.lr, betas=(0.9, 0.95),
                                   weight_decay=settings.weight_decay)
     state = folder.load()

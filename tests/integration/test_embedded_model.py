@@ -12,7 +12,7 @@ from hart.checkpoints import ASSETS, load_pretrained, shipped_weights
 from hart.components import count_parameters
 from hart.config import HARTConfig, preset
 from hart.data.scenes import image_array, make_scene
-from hart.eval.classifier import ATTRIBUTES, load_classifier, scene_labels
+from hart.eval.classifier import ATTRIBUTES, load_classifier, scene_reading, scene_truth
 from hart.pipeline import HARTPipeline
 
 TINY = ASSETS / "tiny"
@@ -68,13 +68,16 @@ def test_unknown_words_are_explained(tmp_path):
 
 def test_the_judge_reads_ground_truth_renders():
     judge = load_classifier()
-    for split in ("heldout", "test"):
+    for split in ("heldout", "test", "heldout_pairs", "classifier"):
         scenes = [make_scene(i, split, seed=42) for i in range(200)]
         images = torch.from_numpy(np.stack([image_array(s, judge.image_size) for s in scenes]))
-        predicted = judge.predict(images)
-        for name in ATTRIBUTES:
-            accuracy = np.mean([p == ATTRIBUTES[name][scene_labels(s)[name]] for p, s in zip(predicted[name], scenes)])
-            assert accuracy >= 0.98, (split, name, accuracy)
+        whole = np.mean([r == scene_reading(s) for r, s in zip(judge.read(images), scenes)])
+        assert whole >= 0.98, (split, whole)  # count, background and every object's attributes
+        if split in ("heldout", "test"):
+            predicted = judge.predict(images)
+            for name in ATTRIBUTES:
+                accuracy = np.mean([p == scene_truth(s)[name] for p, s in zip(predicted[name], scenes)])
+                assert accuracy >= 0.98, (split, name, accuracy)
 
 
 @pytest.mark.slow
@@ -86,5 +89,8 @@ def test_hart_eval_writes_a_complete_report(tmp_path):
     assert set(report["adherence"]) == set(ATTRIBUTES) and report["settings"]["num_prompts"] == 16
     assert set(report["frechet_distance"]) == {"with_residual_head", "without_residual_head", "real_vs_real_floor"}
     assert report["tokenizer_psnr_db"]["hybrid"] > report["tokenizer_psnr_db"]["discrete"]
-    assert "## Prompt adherence" in (tmp_path / "eval.md").read_text()
+    assert set(report["whole_prompt"]["with_residual_head"]) == {"one_object", "two_objects"}
+    assert report["settings"]["num_pair_prompts"] == 16 and len(report["per_background"]) == 10
+    markdown = (tmp_path / "eval.md").read_text()
+    assert "## Prompt adherence" in markdown and "## Whole prompts" in markdown and "## Per background" in markdown
     assert (tmp_path / "samples.png").stat().st_size > 1000
