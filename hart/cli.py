@@ -15,6 +15,7 @@ from hart.errors import HartError
 def _info(args: argparse.Namespace) -> None:
     from hart.checkpoints import load_config, shipped_weights
     from hart.components import count_parameters
+    from hart.portable import grammar
 
     config = load_config(args.model)
     counts = count_parameters(config)
@@ -44,6 +45,12 @@ def _info(args: argparse.Namespace) -> None:
     print(f"  {'transformer + head':<16}{generator:>15,}")
     if config.text.kind == "qwen2":
         print("  text_encoder    Qwen2-1.5B (separate local folder)")
+    if config.text.kind == "words" and tuple(config.text.vocab) == grammar.vocabulary():
+        print(f"prompts        one or two objects, e.g. {grammar.EXAMPLE}")
+        print(f"  colors       {', '.join(grammar.COLORS)} (objects and backgrounds, never the same in one prompt)")
+        print(f"  shapes       {', '.join(grammar.SHAPE_WORDS)}; sizes {', '.join(grammar.SIZE_WORDS)} (optional)")
+        print(f"  positions    {', '.join(p[0] for p in grammar.POSITION_PHRASES.values())} (two objects: "
+              "both placed half the image apart, or neither)")
 
 
 def _convert(args: argparse.Namespace) -> None:
@@ -80,7 +87,7 @@ def _train(args: argparse.Namespace) -> None:
 
         config = HARTConfig.from_json_file(args.preset) if args.preset.endswith(".json") else preset(args.preset)
         result = train_tokenizer(config, settings, args.out, args.device, args.resume, args.tokenizer_stage, args.init,
-                                 keep_codebook=args.keep_codebook)
+                                 keep_codebook=args.keep_codebook, halo_weight=args.halo_weight)
     elif args.stage == "generator":
         from hart.train.generator import train_generator
 

@@ -171,6 +171,9 @@ def build_parser() -> argparse.ArgumentParser:
                                       help="model folder of the previous stage (hybrid, decoder)")
             stage_parser.add_argument("--keep-codebook", action="store_true",
                                       help="hybrid stage: keep the --init tokenizer's codebook (fine-tuning)")
+            stage_parser.add_argument("--halo-weight", type=float, default=1.0,
+                                      help="loss weight of the background near objects (default 1; 4 against "
+                                           "ghost outlines, hart.train.tokenizer.HALO_WEIGHT)")
 
     evaluation = commands.add_parser("eval", help="prompt adherence and HART's ablations on held-out prompts")
     evaluation.add_argument("--task", default="generate", choices=("generate", "edit", "canvas", "fast"),

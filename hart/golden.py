@@ -38,7 +38,8 @@ from hart.runtime.graph_backend import GraphBackend
 from hart.runtime.manifest import RopeSection, TextSection
 
 TRACE_FILE = "golden_trace.safetensors"
-PROMPTS = ("a large red circle on a blue background", "a small green star in the top left and a yellow square",
+PROMPTS = ("a large red circle on a blue background",
+           "a small green star in the top left and a yellow square in the bottom right",
            "a large yellow triangle on a blue background")
 # (case name, prompt index, seed, generate() options, the case whose tokens it shares)
 CASES = (

@@ -13,11 +13,11 @@ from hart.atomic import atomic_file
 from hart.components import HARTModel
 from hart.export.graphs import GraphSpec
 from hart.models.rope import inverse_frequencies
-from hart.portable import canvas, edit, rng
+from hart.portable import canvas, edit, grammar, rng
 from hart.portable.scales import ScaleSchedule
 from hart.portable.schedule import diffusion_schedule
 from hart.portable.spec import RESIDUAL_GUIDANCE_TEXT, spec_texts
-from hart.portable.words import PAD_ID, UNKNOWN_ID
+from hart.portable.words import PAD_ID, UNKNOWN_ID, WordTokenizer
 from hart.runtime.manifest import MANIFEST_FILE, MANIFEST_FORMAT, MANIFEST_VERSION, Manifest, file_entries
 
 ONNX_TYPES = {onnx.TensorProto.FLOAT: "float32", onnx.TensorProto.FLOAT16: "float16", onnx.TensorProto.INT64: "int64",
@@ -126,6 +126,8 @@ def describe_model(model: HARTModel) -> dict:
                                  f"{UNKNOWN_ID} is reserved for unknown words and never fed (a prompt with an unknown "
                                  "word, or with no word, is refused, naming the word); right-pad with pad_id to "
                                  "max_tokens; mask = id != pad_id")
+        if WordTokenizer(tuple(config.text.vocab), config.text.max_tokens).checks_grammar:
+            text["grammar"] = grammar.manifest_section()
     from hart.portable import sampling
 
     return {

@@ -44,7 +44,9 @@ TWO_OBJECT_TEMPLATES = ("a {obj1} {pos1} and a {obj2} {pos2} {bg}", "{obj1} {pos
 TWO_OBJECT_UNPLACED_TEMPLATES = ("a {obj1} and a {obj2} {bg}", "a {obj1} and a {obj2}", "{obj1} and {obj2} {bg}")
 MIN_PAIR_DISTANCE = 0.49  # of the image side: two objects' centres; two shapes never touch
 ARTICLES = ("a", "an")
+BACKGROUND_PREPOSITIONS = ("on", "against", "over", "with")
 EXAMPLE = "'a small red circle on the left and a blue square on the right on a yellow background'"
+DRAWS = f"this model draws one or two objects on a background of another color, e.g. {EXAMPLE}"
 
 
 def vocabulary() -> tuple[str, ...]:
@@ -55,6 +57,19 @@ def vocabulary() -> tuple[str, ...]:
     phrases += list(TWO_OBJECT_UNPLACED_TEMPLATES)
     words = {w for phrase in phrases for w in phrase.replace("{", " {").split() if not w.startswith("{")}
     return tuple(sorted(words | {*ARTICLES, "and", "background"}))
+
+
+def manifest_section() -> dict:
+    """The tables check_prompt reads, for an export's manifest (text.grammar): a port refuses the same prompts."""
+    return {"check": "hart/portable/grammar.py check_prompt: one optional background phrase ([preposition] [article] "
+                     "color 'background', or a leading 'color background with'); the rest split at 'and' into 1-2 "
+                     "objects '[article] [size] color shape [position phrase]'; an object never of the background's "
+                     "color; two objects both placed at least min_pair_distance apart, or neither placed",
+            "colors": list(COLORS), "shapes": {w: name for name, ws in SHAPE_WORDS.items() for w in ws},
+            "sizes": {w: name for name, ws in SIZE_WORDS.items() for w in ws},
+            "positions": {p: name for name, ps in POSITION_PHRASES.items() for p in ps},
+            "coordinates": {name: list(xy) for name, xy in POSITIONS.items()}, "min_pair_distance": MIN_PAIR_DISTANCE,
+            "articles": list(ARTICLES), "background_prepositions": list(BACKGROUND_PREPOSITIONS), "draws": DRAWS}
 
 
 def far_apart(a: str, b: str) -> bool:
@@ -92,7 +107,7 @@ def _background(words: list[str], say) -> tuple[str | None, list[str]]:
     start, end = k - 1, k + 1
     if start > 0 and words[start - 1] in ARTICLES:
         start -= 1
-    if start > 0 and words[start - 1] in ("on", "against", "over", "with"):
+    if start > 0 and words[start - 1] in BACKGROUND_PREPOSITIONS:
         start -= 1
     elif start == 0 and end < len(words) and words[end] == "with":  # 'blue background with a red circle'
         end += 1
@@ -122,8 +137,7 @@ def check_prompt(prompt: str, words: list[str], number: int) -> None:
     """Refuse, in one sentence, a prompt (split into `words`) that is not a sentence the model was trained on."""
     def say(problem: str) -> PromptError:
         shown = prompt if len(prompt) <= 80 else prompt[:80] + "…"
-        return PromptError(f"prompt {number} ({shown!r}) {problem}; this model draws one or two objects on a "
-                           f"background of another color, e.g. {EXAMPLE}")
+        return PromptError(f"prompt {number} ({shown!r}) {problem}; {DRAWS}")
 
     background, rest = _background(list(words), say)
     chunks: list[list[str]] = [[]]  # the objects' words, split at 'and'

@@ -49,6 +49,7 @@ class TextSection:
     system_prompt_ids: tuple[int, ...] = ()  # qwen2: HART's instruction prefix, fed before the prompt ids
     system_prompt: str = ""
     features: str = ""  # random
+    grammar: Any = None  # words models trained on hart/portable/grammar.py's sentences: its tables (refusals)
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 import torch.nn as nn
+import torch.nn.functional as F
 from safetensors.torch import save_file
 from torch.nn.parallel import DistributedDataParallel
 
@@ -63,25 +64,32 @@ class TokenizerStep(nn.Module):
 
 
 FOREGROUND_WEIGHT = 10.0  # objects cover ~5 % of a scene; without this the flat background dominates the loss
+# The flat background within HALO_PIXELS of an object (at 64 px) weighs HALO_WEIGHT: that is where a decoder
+# trained with the object weight alone leaves faint ghost outlines (rings offset from small objects, in
+# both decodings of clean renders: MODEL_CARD.md "Ghost outlines"), cheap under a weight of 1.
+HALO_WEIGHT, HALO_PIXELS = 4.0, 6
 
 
-def pixel_weights(images: torch.Tensor) -> torch.Tensor:
-    """[B, 1, H, W]: FOREGROUND_WEIGHT where a pixel differs from the image's background, else 1.
+def pixel_weights(images: torch.Tensor, halo_weight: float = 1.0) -> torch.Tensor:
+    """[B, 1, H, W]: FOREGROUND_WEIGHT where a pixel differs from the image's background, `halo_weight`
+    on the background near an object, else 1.
 
     The procedural scenes have a flat background that no object touches, so the median of the
     border pixels is the background color."""
     border = torch.cat([images[..., 0, :], images[..., -1, :], images[..., :, 0], images[..., :, -1]], dim=-1)
     background = border.median(dim=-1).values[..., None, None]  # [B, 3, 1, 1]
-    foreground = (images - background).abs().amax(dim=1, keepdim=True) > 0.1
-    return 1 + (FOREGROUND_WEIGHT - 1) * foreground.float()
+    foreground = ((images - background).abs().amax(dim=1, keepdim=True) > 0.1).float()
+    reach = max(1, round(HALO_PIXELS * images.shape[-1] / 64))
+    near = F.max_pool2d(foreground, 2 * reach + 1, stride=1, padding=reach) - foreground  # [B, 1, H, W] 0/1
+    return 1 + (FOREGROUND_WEIGHT - 1) * foreground + (halo_weight - 1) * near
 
 
-def reconstruction_loss(reconstruction: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
-    """Foreground-weighted MSE + L1 between the decoder output and the image, both in [-1, 1].
+def reconstruction_loss(reconstruction: torch.Tensor, images: torch.Tensor, halo_weight: float = 1.0) -> torch.Tensor:
+    """Foreground- (and halo-) weighted MSE + L1 between the decoder output and the image, both in [-1, 1].
 
     Normalised per image, so the mean over a batch does not depend on how the batch is split across
     DDP processes (one process per half of a batch gives the gradients of the whole batch)."""
-    weights = pixel_weights(images)  # [B, 1, H, W]
+    weights = pixel_weights(images, halo_weight)  # [B, 1, H, W]
     difference = reconstruction - (images * 2 - 1)
     error = difference.pow(2) + difference.abs()
     per_image = (error * weights).flatten(1).mean(1) / weights.flatten(1).mean(1)  # [B]
@@ -134,24 +142,27 @@ def _restart_dead_codes(tokenizer: HybridTokenizer, usage: torch.Tensor, f: torc
 
 def train_tokenizer(config: HARTConfig, settings: TrainSettings, out: str | Path, device: str = "auto",
                     resume: bool = False, stage: str = "joint", init: str | Path | None = None, beta: float = 0.25,
-                    hybrid_prob: float = 0.5, restart_every: int = 100, keep_codebook: bool = False) -> Path:
+                    hybrid_prob: float = 0.5, restart_every: int = 100, keep_codebook: bool = False,
+                    halo_weight: float = 1.0) -> Path:
     """Train one stage; `init` is the model folder of the previous stage (required for "hybrid").
 
     The hybrid stage starts its codebook on latent vectors, unless `keep_codebook`: fine-tuning a
     trained tokenizer on new data keeps its codes, so a generator trained on them stays close. The
     decoder stage freezes encoder and quantizer (no codebook restarts either): a generator trained
-    on `init` stays valid for the result."""
+    on `init` stays valid for the result. `halo_weight`: see HALO_WEIGHT (1 is the loss every stage
+    before the ghost fix trained with)."""
     if stage not in STAGES:
         raise HartError(f"unknown tokenizer stage {stage!r}; choose from {', '.join(STAGES)}")
     check_number("the tokenizer's restart_every", restart_every, 1, whole=True)  # a step modulus: 0 would divide
     check_number("the tokenizer's beta", beta, 0)  # NaN would only surface as a NaN loss
+    check_number("--halo-weight", halo_weight, 0)
     if stage in STAGE_NEEDS_INIT and init is None:
         raise HartError(f"the {stage} stage starts from a trained tokenizer: pass --init OUT/model of the "
                         f"previous stage")
     process = start_process(device)
     try:
         return _train(config, settings, Path(out), process, resume, stage, init, beta, hybrid_prob, restart_every,
-                      keep_codebook)
+                      keep_codebook, halo_weight)
     finally:
         end_process()
 
@@ -168,7 +179,7 @@ def _initial_codebook(tokenizer: HybridTokenizer, images: torch.Tensor, generato
 
 
 def _train(config, settings, out, process, resume, stage, init, beta, hybrid_prob, restart_every,
-           keep_codebook) -> Path:
+           keep_codebook, halo_weight) -> Path:
     folder = RunFolder(out, process)
     generator = seed_everything(settings.seed)
     tokenizer = HybridTokenizer(config).to(process.device)
@@ -210,7 +221,7 @@ def _train(config, settings, out, process, resume, stage, init, beta, hybrid_pro
         if stage == "autoencoder":
             hybrid = torch.ones_like(hybrid)  # every image decodes its continuous latent
         reconstruction, vq_loss, ids, f = trainer(images, hybrid)
-        pixel_loss = reconstruction_loss(reconstruction, images)
+        pixel_loss = reconstruction_loss(reconstruction, images, halo_weight)
         loss = pixel_loss + vq_loss
         steps.optimize(optimizer, loss, trainable)
         for scale_ids in ids:

@@ -90,6 +90,73 @@ function typedUnknown(prompt, unknown) {
   return typed.length > 10 ? `${named} and ${typed.length - 10} more` : named;
 }
 
+// manifest.text.grammar: a prompt that is not a sentence the model was trained on is refused with Python's
+// sentence (hart/portable/grammar.py check_prompt, step for step; only the "prompt N (...)" opening differs).
+export function checkGrammar(g, words) {
+  const fail = (problem) => { throw new Error(`the prompt ${problem}; ${g.draws}`); };
+  const uniq = (values) => [...new Set(values)];
+  const at = words.flatMap((w, i) => (w === "background" ? [i] : []));
+  let background = null, rest = words;
+  if (at.length > 1) fail("names more than one background");
+  if (at.length === 1) {
+    const k = at[0];
+    if (k === 0 || !g.colors.includes(words[k - 1])) {
+      fail("says 'background' without a color before it (e.g. 'on a blue background')");
+    }
+    let start = k - 1, end = k + 1;
+    if (start > 0 && g.articles.includes(words[start - 1])) start -= 1;
+    if (start > 0 && g.background_prepositions.includes(words[start - 1])) start -= 1;
+    else if (start === 0 && end < words.length && words[end] === "with") end += 1;
+    background = words[k - 1];
+    rest = [...words.slice(0, start), ...words.slice(end)];
+  }
+  const chunks = [[]];
+  for (const w of rest) { if (w === "and") chunks.push([]); else chunks[chunks.length - 1].push(w); }
+  if (chunks.length === 1 && !chunks[0].length) {
+    if (background === null) fail("names neither an object nor a background");
+    return;
+  }
+  if (chunks.some((c) => !c.length)) fail("has an 'and' with no object on one side");
+  if (chunks.length > 2) fail(`names ${chunks.length} objects, and this model draws at most two`);
+  const objects = chunks.map((chunk) => {
+    let r = g.articles.includes(chunk[0]) ? chunk.slice(1) : chunk;
+    const size = r.length && Object.hasOwn(g.sizes, r[0]) ? g.sizes[r[0]] : null;
+    if (size) r = r.slice(1);
+    if (r.length < 2 || !g.colors.includes(r[0]) || !Object.hasOwn(g.shapes, r[1])) {
+      fail(`describes an object as '${chunk.join(" ")}'; write each object as '[a] [size] color shape [position]', `
+        + `e.g. 'a small red circle on the left', with a color (${g.colors.join(", ")}) and a shape `
+        + `(${uniq(Object.values(g.shapes)).join(", ")})`);
+    }
+    let position = null;
+    if (r.length > 2) {
+      const phrase = r.slice(2).join(" ");
+      if (!Object.hasOwn(g.positions, phrase)) {
+        const known = uniq(Object.values(g.positions)).map((name) => Object.keys(g.positions).find((p) => g.positions[p] === name));
+        fail(`places an object '${phrase}', which is not a position this model knows (${known.join(", ")})`);
+      }
+      position = g.positions[phrase];
+    }
+    return { color: r[0], position };
+  });
+  for (const o of objects) {
+    if (o.color === background) fail(`puts a ${o.color} object on a ${background} background, where it would not show`);
+  }
+  if (objects.length === 2) {
+    const [a, b] = objects;
+    if ((a.position === null) !== (b.position === null)) {
+      fail("places one of its two objects and not the other; name a position for both (e.g. 'on the left' and "
+        + "'on the right') or for neither");
+    }
+    if (a.position !== null) {
+      const [ax, ay] = g.coordinates[a.position], [bx, by] = g.coordinates[b.position];
+      if (Math.hypot(ax - bx, ay - by) < g.min_pair_distance) {
+        fail(`places two objects at ${a.position} and ${b.position}, too close for this model: it places two objects `
+          + "at least half the image apart");
+      }
+    }
+  }
+}
+
 export function tokenize(manifest, prompt) {
   const text = manifest.text;
   const known = new Map(text.vocab.map((w, i) => [w, i + 2]));
@@ -100,6 +167,7 @@ export function tokenize(manifest, prompt) {
     throw new Error(`the prompt has ${what}; this model knows: ${[...text.vocab].sort().join(", ")}`);
   }
   if (words.length > text.max_tokens) throw new Error(`the prompt has ${words.length} words; at most ${text.max_tokens}`);
+  if (text.grammar) checkGrammar(text.grammar, words);
   const ids = new BigInt64Array(text.max_tokens);
   const mask = new Uint8Array(text.max_tokens);
   words.forEach((w, i) => { ids[i] = BigInt(known.get(w)); mask[i] = 1; });

@@ -133,7 +133,7 @@ def test_the_embedded_export_is_announced_before_it_is_made_and_a_busy_port_refu
 # more are ones where the old dynamically quantized int8 graphs (MatMulInteger) drew other tokens in
 # WebAssembly than onnxruntime on x86 (10 and 17 dB); the weight-only int8 export must give the same ids.
 PAIRS = [("a large red circle in the center on a gray background", 3, 3.0),
-         ("a yellow star near the bottom right", 3, 3.0),
+         ("a yellow star at the bottom right", 3, 3.0),
          ("a big white disc against a blue background", 0, 3.0)]
 
 

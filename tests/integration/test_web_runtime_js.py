@@ -159,3 +159,31 @@ def test_the_pages_canvas_rules_equal_python_bit_for_bit():
             canvas.plan(size, 64, 8, 2)
         assert message is not None and message.split(" (")[0] in str(python.value), (message, str(python.value))
     assert "outside the 65536 windows" in out["errors"][2]
+
+
+def test_the_page_refuses_the_sentences_python_refuses_with_the_same_words():
+    """hart_runtime.checkGrammar reads the manifest's text.grammar and says what Python's grammar says."""
+    from hart.errors import PromptError
+    from hart.portable import grammar
+    from hart.portable.words import WordTokenizer
+
+    prompts = ["a red circle on a red background", "an orange diamond", "a blue diamond and a orange cross",
+               "a red circle at the top and a blue square in the top left corner", "circle red", "a circle",
+               "a red circle on the left and a blue star", "a red circle on the top", "background", "a red circle and",
+               "a red circle on a blue background on a green background", "blue background with a huge red disc",
+               "a red circle on the left and a blue square on the right and a green star in the center",
+               "a small green star in the top left and a yellow square in the bottom right on a black background",
+               "a gray background", "on the left", "a red square in the top left and a yellow circle in the bottom right"]
+    words = WordTokenizer(grammar.vocabulary(), 24)
+    want = []
+    for prompt in prompts:
+        try:
+            words([prompt])
+            want.append(None)
+        except PromptError as error:
+            want.append(str(error).split(") ", 1)[1])
+    got = run_js("return data.P.map((p) => { try { m.checkGrammar(data.G, p.match(/[a-z]+/g)); return null; } "
+                 "catch (e) { return e.message.replace(/^the prompt /, ''); } });",
+                 {"P": prompts, "G": grammar.manifest_section()})
+    assert got == want
+    assert sum(w is None for w in want) == 6  # the rest is refused, every kind of refusal once or more
