@@ -225,7 +225,7 @@ def test_cli_generates_with_the_onnx_backend(export, tmp_path):
 def test_int8_and_int4_keep_prompt_adherence_within_two_and_four_points(export, tmp_path):
     from hart.eval.evaluate import EvalSettings, evaluate
 
-    settings = EvalSettings(num_prompts=240, batch_size=48)
+    settings = EvalSettings(num_prompts=240, num_pair_prompts=0, batch_size=48)
     scores = {p: evaluate(str(export / p), tmp_path / p, settings, backend="onnx", progress=False)["adherence"]
               for p in ("fp32", "int8", "int4")}
     for attribute in ("color", "shape", "position"):
