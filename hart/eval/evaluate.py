@@ -32,7 +32,7 @@ from hart.atomic import atomic_file
 from hart.errors import HartError
 from hart.data.scenes import BACKGROUNDS, canonical_caption, canonical_pair_caption, image_array, make_scene
 from hart.eval.classifier import ATTRIBUTES, SHIPPED, SceneReading, load_classifier, scene_reading, scene_truth
-from hart.eval.metrics import frechet_distance
+from hart.eval.metrics import frechet_distance, ghost_share
 from hart.pipeline import HARTPipeline
 from hart.portable.metrics import psnr
 from hart.portable.spec import to_uint8
@@ -209,6 +209,10 @@ def evaluate(model: str, out: str | Path, settings: EvalSettings = EvalSettings(
         "per_background": _per_background(judged["hybrid"][2], readings_truth),
         "tokenizer_psnr_db": None if reconstructed is None else {
             mode: float(psnr(images, real[:count]).mean()) for mode, images in reconstructed.items()},
+        "ghost_share": {"with_residual_head": ghost_share(hybrid[:count]), "discrete_only": ghost_share(discrete[:count]),
+                        "real": ghost_share(real[:count]),
+                        **({} if reconstructed is None else {f"tokenizer_{mode}": ghost_share(images)
+                                                             for mode, images in reconstructed.items()})},
         "frechet_distance": {
             "with_residual_head": frechet_distance(one["hybrid"][1], one["real"][1]),
             "without_residual_head": frechet_distance(one["discrete"][1], one["real"][1]),
@@ -248,7 +252,8 @@ def _markdown(results: dict) -> str:
         results["judge_accuracy_on_clean_renders"]
     lines = [
         f"# Evaluation of `{results['model']}` ({results['config']}, {results['backend']} backend)", "",
-        f"{results['settings']['num_prompts']} held-out prompts (every (color, shape) pair unseen in training), "
+        f"{results['settings']['num_prompts']} one-object and {results['settings']['num_pair_prompts']} two-object "
+        "held-out prompts (each names a (color, shape) pair never seen in training), "
         f"sampling cfg {results['sampling']['cfg']}, top-k {results['sampling']['top_k']}, "
         f"residual guidance {results['sampling']['residual_guidance']}; "
         f"{results['wall_seconds']:.0f} s on {results['machine']['device']}.", "",
@@ -287,6 +292,9 @@ def _markdown(results: dict) -> str:
         f"| Fréchet distance to real renders (classifier features, lower is better) | "
         f"{fd['without_residual_head']:.3f} | {fd['with_residual_head']:.3f} | FID 7.85 → 5.38 |",
         "", f"Fréchet distance between two sets of real renders (the floor): {fd['real_vs_real_floor']:.3f}.", "",
+        "Ghost share (faint marks on the flat background away from objects, hart.eval.metrics.ghost_share; "
+        "one-object prompts): " + ", ".join(f"{name.replace('_', ' ')} {100 * value:.2f} %"
+                                            for name, value in results["ghost_share"].items()) + ".", "",
         "## Targets", "", "| target | met |", "|---|---|",
     ]
     lines += [f"| {name} | {'yes' if ok else 'no'} |" for name, ok in results["targets_met"].items()]

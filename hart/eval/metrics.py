@@ -1,6 +1,25 @@
-"""The Fréchet distance between two feature sets (PSNR is hart.portable.metrics.psnr)."""
+"""The Fréchet distance between two feature sets, and the ghost share of flat scenes (PSNR is
+hart.portable.metrics.psnr)."""
 
 import numpy as np
+import torch
+import torch.nn.functional as F
+
+GHOST_LEVEL, OBJECT_LEVEL, OBJECT_MARGIN = 0.04, 0.25, 3  # in [0, 1] units; pixels at the image's size
+
+
+def ghost_share(images: torch.Tensor) -> float:
+    """Mean share of background pixels (more than OBJECT_MARGIN px from any pixel that differs from the
+    image's median color by > OBJECT_LEVEL) that differ from it by > GHOST_LEVEL: faint marks, such as
+    ghost outlines, on a flat background. images [B, 3, H, W] in [0, 1] -> a share in [0, 1]."""
+    x = torch.as_tensor(images, dtype=torch.float32)
+    background = x.flatten(2).median(dim=2).values[..., None, None]  # [B, 3, 1, 1]
+    deviation = (x - background).abs().amax(dim=1, keepdim=True)  # [B, 1, H, W]
+    size = 2 * OBJECT_MARGIN + 1
+    near = F.max_pool2d((deviation > OBJECT_LEVEL).float(), size, stride=1, padding=OBJECT_MARGIN) > 0
+    far = ~near
+    marked = ((deviation > GHOST_LEVEL) & far).flatten(1).sum(1) / far.flatten(1).sum(1).clamp(min=1)
+    return float(marked.mean())
 
 
 def _sqrt_psd(matrix: np.ndarray) -> np.ndarray:

@@ -62,7 +62,7 @@ def test_unknown_words_are_explained(tmp_path):
     result = subprocess.run([sys.executable, "-m", "hart", "generate", "a red dragon", "-o", str(tmp_path / "x.png")],
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 2
-    assert "unknown word(s) 'dragon'; this model knows: a, against, and" in result.stderr
+    assert "unknown word(s) 'dragon'; this model knows: a, against, an, and" in result.stderr
     assert "Traceback" not in result.stderr
 
 

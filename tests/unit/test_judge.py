@@ -70,3 +70,16 @@ def test_a_grown_vocabulary_keeps_every_old_words_row_and_starts_an_from_a():
     assert torch.equal(grown[5], table[2:].mean(0))  # an unrelated new word: the mean of the old ones
     with pytest.raises(HartError, match="lost"):
         _grown_vocabulary({"embed.weight": table}, old, ("a", "blue"), "x")
+
+
+def test_the_ghost_share_counts_faint_marks_away_from_objects_only():
+    from hart.data.scenes import Scene, SceneObject, image_array
+    from hart.eval.metrics import ghost_share
+
+    clean = torch.from_numpy(image_array(Scene("blue", (SceneObject("circle", "red", "small", "left"),), ""), 64))
+    assert ghost_share(clean[None]) == 0.0  # an object with anti-aliased edges is not a ghost
+    marked = clean.clone()
+    marked[:, 40:44, 50:54] += 0.1  # a faint 4 x 4 mark far from the circle
+    share = ghost_share(torch.stack([marked, clean]))
+    far_pixels = 64 * 64 - (2 * 3 + 2 * 6) ** 2  # roughly: the circle and its margin excluded
+    assert 16 / (64 * 64) / 2 < share < 16 / far_pixels / 2 * 1.5
