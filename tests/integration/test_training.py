@@ -71,13 +71,15 @@ def test_tokenizer_training_improves_held_out_reconstructions(tokenizer_run):
     _, initial = held_out_psnr(HybridTokenizer(SMALL))  # the initialisation the run started from
     _, autoencoded = held_out_psnr(load_tokenizer(autoencoder_dir)[1])
     discrete, hybrid = held_out_psnr(load_tokenizer(model_dir)[1])
-    # measured: 10.3 dB at initialisation, 12.8 dB after the autoencoder stage, 13.5 / 13.6 dB after
-    # the hybrid stage (discrete / hybrid) with two threads, 13.19 / 13.15 dB with one; the shipped
-    # model's long runs reach 32.3 / 34.4 dB. After 30 hybrid steps the decoder has barely learned to
-    # use the residual, so the two decodings only have to agree: a decoder that mishandled the
-    # continuous latent would fall back towards the initialisation's 10 dB.
-    assert autoencoded > initial + 1.5, (initial, autoencoded)
-    assert hybrid > initial + 2.5, (initial, hybrid)
+    # measured on the v2 scenes (ten background colors, up to two objects): 8.84 dB at initialisation,
+    # 10.22 dB after the autoencoder stage, 10.19 / 10.19 dB after the hybrid stage (discrete / hybrid),
+    # the same with one and two threads; painting each image its mean colour would score 11.3 dB, so 90
+    # tiny steps learn the backgrounds' colors and little more. The shipped model's long runs reach
+    # 31.4 / 32.9 dB. After 30 hybrid steps the decoder has barely learned to use the residual, so the
+    # two decodings only have to agree: a decoder that mishandled the continuous latent would fall back
+    # towards the initialisation's 8.8 dB.
+    assert autoencoded > initial + 1.0, (initial, autoencoded)
+    assert hybrid > initial + 1.0, (initial, hybrid)
     assert hybrid > discrete - 0.25, (discrete, hybrid)
     assert len(records(out / "hybrid")) == 6 and records(out / "hybrid")[-1]["psnr_discrete"] is not None
     assert sorted(p.name for p in model_dir.iterdir()) == ["config.json", "tokenizer.safetensors"]

@@ -79,7 +79,8 @@ def test_a_changed_edit_case_is_caught(tiny, described, tmp_path):
     """The encoder's ids reach the loop's forced tokens: one changed kept id fails the replay at its scale."""
     arrays, meta = golden.read(TRACE)
     used, sampled = arrays["edit/ids_5"], arrays["edit/sampled_5"]
-    kept = int(np.flatnonzero(used[0] == arrays["edit/encoder_ids"][0, -64:])[0])
+    # a kept id the sampler would not have drawn: an id equal to both could be a sampled one that matched
+    kept = int(np.flatnonzero((used[0] == arrays["edit/encoder_ids"][0, -64:]) & (used[0] != sampled[0]))[0])
     arrays["edit/encoder_ids"] = arrays["edit/encoder_ids"].copy()
     arrays["edit/encoder_ids"][0, -64 + kept] = (used[0, kept] + 1) % 512
     assert used.shape == sampled.shape == (1, 64)
