@@ -93,7 +93,9 @@ VARIANTS = (EXACT,
             Approximations(unguided_scales=2, residual_steps=4, name="unguided-2+residual-4"),
             *(Approximations(pruned_scales=k, prune_ratio=r, name=f"prune-{k}-{round(r * 100)}")
               for k, r in ((1, 0.25), (1, 0.5), (1, 0.75), (2, 0.25), (2, 0.5), (3, 0.5))),
-            Approximations(unguided_scales=3, residual_steps=4, name="unguided-3+residual-4"), FAST)
+            Approximations(unguided_scales=3, residual_steps=4, name="unguided-3+residual-4"),
+            Approximations(unguided_scales=1, residual_steps=4, pruned_scales=2, prune_ratio=0.25,
+                           name="unguided-1+residual-4+prune-2-25"), FAST)
 
 
 def variants(names: str | None) -> tuple[Approximations, ...]:

@@ -87,7 +87,8 @@ def _train(args: argparse.Namespace) -> None:
 
         config = HARTConfig.from_json_file(args.preset) if args.preset.endswith(".json") else preset(args.preset)
         result = train_tokenizer(config, settings, args.out, args.device, args.resume, args.tokenizer_stage, args.init,
-                                 keep_codebook=args.keep_codebook, halo_weight=args.halo_weight)
+                                 keep_codebook=args.keep_codebook, halo_weight=args.halo_weight,
+                                 hybrid_prob=args.hybrid_prob)
     elif args.stage == "generator":
         from hart.train.generator import train_generator
 

@@ -174,6 +174,10 @@ def build_parser() -> argparse.ArgumentParser:
             stage_parser.add_argument("--halo-weight", type=float, default=1.0,
                                       help="loss weight of the background near objects (default 1; 4 against "
                                            "ghost outlines, hart.train.tokenizer.HALO_WEIGHT)")
+            stage_parser.add_argument("--hybrid-prob", type=float, default=0.5,
+                                      help="hybrid, joint and decoder stages: the share of images decoded from "
+                                           "codes + residual (the rest from codes alone; default 0.5, HART's "
+                                           "alternation)")
 
     evaluation = commands.add_parser("eval", help="prompt adherence and HART's ablations on held-out prompts")
     evaluation.add_argument("--task", default="generate", choices=("generate", "edit", "canvas", "fast"),

@@ -22,7 +22,7 @@ from hart.atomic import atomic_directory
 from hart.checkpoints.io import CONFIG_FILE, load_strict, read_safetensors, weights_file
 from hart.components import build_networks
 from hart.config import HARTConfig
-from hart.errors import HartError
+from hart.errors import ConfigError, HartError
 from hart.portable.metrics import psnr
 from hart.tokenizer import HybridTokenizer
 from hart.tokenizer.quantizer import grid_to_tokens
@@ -156,6 +156,9 @@ def train_tokenizer(config: HARTConfig, settings: TrainSettings, out: str | Path
     check_number("the tokenizer's restart_every", restart_every, 1, whole=True)  # a step modulus: 0 would divide
     check_number("the tokenizer's beta", beta, 0)  # NaN would only surface as a NaN loss
     check_number("--halo-weight", halo_weight, 0)
+    check_number("--hybrid-prob", hybrid_prob, 0)
+    if hybrid_prob > 1:
+        raise ConfigError(f"--hybrid-prob is a share of the batch, at most 1 (got {hybrid_prob!r})")
     if stage in STAGE_NEEDS_INIT and init is None:
         raise HartError(f"the {stage} stage starts from a trained tokenizer: pass --init OUT/model of the "
                         f"previous stage")

@@ -6,6 +6,7 @@ import math
 import pytest
 import torch
 
+from hart.config import preset
 from hart.errors import CheckpointError, ConfigError, HartError
 from hart.train.process import Process
 from hart.train.run_folder import RunFolder, check_resume, restore
@@ -46,6 +47,18 @@ def test_bad_latent_scale_is_refused_before_training(tmp_path):
 
     with pytest.raises(ConfigError, match=r"^--latent-scale must be a finite number > 0 \(got nan\)$"):
         train_generator(tmp_path, TrainSettings(**GOOD), tmp_path / "out", "cpu", latent_scale=math.nan)
+
+
+@pytest.mark.parametrize("value, message", [
+    (math.nan, r"^--hybrid-prob must be a finite number >= 0 \(got nan\)$"),
+    (1.5, r"^--hybrid-prob is a share of the batch, at most 1 \(got 1.5\)$"),
+])
+def test_bad_hybrid_share_is_refused_before_training(tmp_path, value, message):
+    from hart.train.tokenizer import train_tokenizer
+
+    with pytest.raises(ConfigError, match=message):
+        train_tokenizer(preset("tiny"), TrainSettings(**GOOD), tmp_path / "out", "cpu", hybrid_prob=value)
+    assert not (tmp_path / "out").exists()
 
 
 class NotData:
