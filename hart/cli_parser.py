@@ -47,7 +47,7 @@ def _add_image_arguments(parser: argparse.ArgumentParser, default_output: str) -
                         help="the residual head's guidance as a share of the last scale's (HART: 1; default: the model's)")
     parser.add_argument("--fast", action="store_true",
                         help="opt-in approximations within 2 adherence points (hart eval --task fast): no "
-                             "guidance on the last 3 scales, 4 residual steps and 25 %% of the last 2 scales' tokens "
+                             "guidance on the last scale, 4 residual steps and 25 %% of the last 2 scales' tokens "
                              "pruned (exports: the guidance part); "
                              "changes the image")
     parser.add_argument("--unguided-scales", type=int, metavar="K",
