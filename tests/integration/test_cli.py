@@ -270,7 +270,10 @@ def test_fast_changes_the_image_and_its_evaluation_reports_every_variant(tmp_pat
     beside exact, which it calls exact (PSNR at the cap against itself) and within the budget."""
     import numpy as np
 
-    both = ["--unguided-scales", "3", "--residual-steps", "4", "--prune-scales", "2", "--prune-ratio", "0.25"]
+    from hart.approximations import FAST
+
+    both = ["--unguided-scales", str(FAST.unguided_scales), "--residual-steps", str(FAST.residual_steps),
+            "--prune-scales", str(FAST.pruned_scales), "--prune-ratio", str(FAST.prune_ratio)]
     for name, flags in (("exact", []), ("fast", ["--fast"]), ("flags", both)):
         result = run_hart("generate", "a red circle on a blue background", "-o", str(tmp_path / f"{name}.png"), *flags)
         assert result.returncode == 0, result.stderr
