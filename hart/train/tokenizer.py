@@ -150,7 +150,9 @@ def train_tokenizer(config: HARTConfig, settings: TrainSettings, out: str | Path
     trained tokenizer on new data keeps its codes, so a generator trained on them stays close. The
     decoder stage freezes encoder and quantizer (no codebook restarts either): a generator trained
     on `init` stays valid for the result. `halo_weight`: see HALO_WEIGHT (1 is the loss every stage
-    before the ghost fix trained with)."""
+    before the ghost fix trained with). `hybrid_prob`: the share of images decoded from codes + residual
+    (the decoding generation uses) rather than codes alone; the autoencoder stage decodes every image's
+    continuous latent whatever it is."""
     if stage not in STAGES:
         raise HartError(f"unknown tokenizer stage {stage!r}; choose from {', '.join(STAGES)}")
     check_number("the tokenizer's restart_every", restart_every, 1, whole=True)  # a step modulus: 0 would divide
