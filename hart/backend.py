@@ -22,6 +22,12 @@ class ForcedTokens:
     keep: list[np.ndarray] | None = None  # per scale [B, n*n] bool, True = take ids[si]; None: every token
     residual: Any | None = None  # [B, N*N, C_vae] (backend array) for the kept last-scale tokens; None: the head's
 
+    def take(self, index: np.ndarray) -> "ForcedTokens":
+        """The same forcing for images `index` [k] of the batch."""
+        return ForcedTokens([np.asarray(f)[index] for f in self.ids],
+                            None if self.keep is None else [np.asarray(k)[index] for k in self.keep],
+                            None if self.residual is None else self.residual[index])
+
     def rows(self, start: int, stop: int) -> "ForcedTokens":
         """The same forcing for images start..stop-1 of the batch."""
         return ForcedTokens([np.asarray(f)[start:stop] for f in self.ids],

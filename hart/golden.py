@@ -8,6 +8,8 @@ finally the 8-bit pixels. Python checks its own loop the same way (tests/unit/te
 The edit case (task "edit") starts from a recorded image and mask: the port must feed the encoder the
 filled image, force the encoder's ids where the token masks keep them, mix the encoder's residual into
 the kept last-scale tokens and paste the original pixels back (hart/portable/edit.py).
+Every case is one pass of the loop (compose=False): a two-object prompt's composition is two such
+passes joined (hart/portable/compose.py), tested apart.
 
 The file is safetensors (a JSON header and raw little-endian arrays, trivial to read anywhere):
     metadata "trace": JSON {model, cases: [{name, prompt, seed, options, tokens, ...}], placeholders}
@@ -122,7 +124,7 @@ def record(loop: GenerationLoop) -> tuple[dict[str, np.ndarray], dict]:
     cases = []
     for name, prompt_index, seed, options, shares in CASES:
         recorder.calls.clear()
-        loop.generate([PROMPTS[prompt_index]], seed=seed, **options)
+        loop.generate([PROMPTS[prompt_index]], seed=seed, compose=False, **options)  # one pass: what ports replay
         cases.append(_record_case(loop, recorder.calls, arrays, name, prompt_index, seed, options, shares))
         arrays[f"{name}/pixels"] = to_uint8(arrays[f"{name}/image"])
     for name, prompt_index, seed, options, source, box in EDITS:
@@ -130,7 +132,7 @@ def record(loop: GenerationLoop) -> tuple[dict[str, np.ndarray], dict]:
         image = (arrays[f"{source}/pixels"].astype(np.float32) / np.float32(255))  # [1, S, S, 3]
         mask = edit.box_mask(box, (size, size))
         recorder.calls.clear()
-        result = loop.edit(image, mask[None], [PROMPTS[prompt_index]], seed=seed, **options)
+        result = loop.edit(image, mask[None], [PROMPTS[prompt_index]], seed=seed, compose=False, **options)
         case = _record_case(loop, recorder.calls, arrays, name, prompt_index, seed, options, None)
         encoder = next(c for c in recorder.calls if c.name == "encoder")
         final = next(c for c in recorder.calls if c.name == "update_final")
@@ -251,12 +253,12 @@ def replay(path: Path, config: HARTConfig, text: TextSection, rope: RopeSection)
         loop, name = GenerationLoop(config, backend), case["name"]
         if case.get("task") == "edit":
             result = loop.edit(arrays[f"{name}/input"], arrays[f"{name}/mask"][None].astype(bool), [case["prompt"]],
-                               seed=case["seed"], **case["options"])
+                               seed=case["seed"], compose=False, **case["options"])
             for si, ids in enumerate(result.image_ids):
                 backend._expect(f"edited ids {si}", ids, arrays[f"{name}/ids_{si}"])
             sampled = [arrays[f"{name}/sampled_{si}"] for si in range(len(result.ids))]
         else:
-            result = loop.generate([case["prompt"]], seed=case["seed"], **case["options"])
+            result = loop.generate([case["prompt"]], seed=case["seed"], compose=False, **case["options"])
             sampled = [arrays[f"{case['tokens']}/ids_{si}"] for si in range(len(result.ids))]
         for si, (ids, want) in enumerate(zip(result.ids, sampled)):
             backend._expect(f"result ids {si}", ids, want)

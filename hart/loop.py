@@ -26,11 +26,13 @@ from hart.approximations import EXACT, Approximations
 from hart.backend import Backend, ForcedTokens, SoftCodes  # noqa: F401 (re-exported)
 from hart.config import HARTConfig
 from hart.errors import ConfigError
-from hart.portable import edit, rng
+from hart.portable import edit, grammar, rng
+from hart.portable.compose import Composition
+from hart.portable.compose import plan as compose_plan
 from hart.portable.sampling import filter_logits, gumbel_weights, sample_categorical
 from hart.portable.scales import ScaleSchedule
 from hart.portable.schedule import diffusion_schedule
-from hart.portable.spec import (SamplingSettings, guidance_weight, guide, guided_rows, residual_guidance_weight,
+from hart.portable.spec import (NumpyOps, SamplingSettings, guidance_weight, guide, guided_rows, residual_guidance_weight,
                                 rope_offsets, to_uint8)
 from hart.portable.words import check_prompts
 from hart.prefix import Prefix
@@ -58,6 +60,7 @@ class Generation:
     discrete_images: Any | None = None  # the same tokens decoded without the residual (if asked)
     image_ids: list[np.ndarray] | None = None  # per scale [B, n*n]: the ids the image was made from (None: `ids`)
     latents: np.ndarray | None = None  # [B, C_vae, N, N] float32: the final f_hat (what a canvas stitches)
+    discrete_latents: np.ndarray | None = None  # the same without the residual (discrete_too with decode=False)
 
     def pil_images(self) -> list:
         from PIL import Image
@@ -101,6 +104,9 @@ class GenerationLoop:
         head = config.residual_head
         self.residual_steps = diffusion_schedule(head.train_steps, head.sampling_steps).num_steps
         self._unconditional = None  # the unconditional row's text prefix (KV rows, logits), once computed
+        text = config.text
+        # a model trained on exactly the grammar's sentences draws two objects by composing (hart.portable.compose)
+        self.composes = text.kind == "words" and tuple(text.vocab) == grammar.vocabulary()
 
     def settings(self, **overrides) -> SamplingSettings:
         return SamplingSettings.resolve(self.config.sampling, self.schedule.num_scales, **overrides)
@@ -111,7 +117,7 @@ class GenerationLoop:
                  residual_guidance: float | None = None, forced: ForcedTokens | None = None,
                  discrete_too: bool = False, show_progress: bool = False,
                  callback: Callable[[StageEvent], None] | None = None, decode: bool = True,
-                 approximate: Approximations = EXACT) -> Generation:
+                 approximate: Approximations = EXACT, compose: bool = True) -> Generation:
         """Generate one image per prompt. Unset sampling arguments take the model config's defaults.
 
         seed: an int (image i uses seed + i) or one seed per prompt. top_k: one value or one per scale
@@ -123,7 +129,8 @@ class GenerationLoop:
         without the residual. callback: sees every stage (with f_hat after each scale, for previews).
         show_progress: a progress bar over the stages. `latents` always holds the final f_hat; decode=False
         skips the image (a canvas decodes its stitched latent once). approximate: opt-in speed-ups that
-        change the image (hart.approximations; the default is exact HART).
+        change the image (hart.approximations; the default is exact HART). compose: draw a two-object prompt
+        of the embedded model as two one-object images joined (hart.portable.compose); False: in one pass.
         """
         prompts = check_prompts(prompts)
         seeds = rng.resolve_seeds(seed, len(prompts))
@@ -135,23 +142,75 @@ class GenerationLoop:
         self.backend.check_approximations(approximate)
         if forced is not None and len(forced.ids) != self.schedule.num_scales:
             raise ConfigError(f"forced ids need one array per scale ({self.schedule.num_scales}), got {len(forced.ids)}")
-        step = self.backend.max_batch or len(prompts)
+        joined = compose_plan(prompts, seeds) if compose and self.composes else None
+        passes = [len(prompts)] + ([] if joined is None or not len(joined.composed) else [len(joined.composed)])
         make_bar = None
         if show_progress:
             from tqdm.auto import tqdm
 
-            stages = (self.schedule.num_scales + 3) * -(-len(prompts) // step)
+            step = self.backend.max_batch or len(prompts)
+            stages = (self.schedule.num_scales + 3) * sum(-(-rows // step) for rows in passes)
             make_bar = lambda: tqdm(total=stages, desc="hart", unit="stage", leave=False)  # noqa: E731
         clock = _StageClock(self.backend, callback, make_bar)
+        run = lambda rows, row_seeds, row_forced, row_decode: self._rows(  # noqa: E731
+            rows, row_seeds, settings, residual, row_forced, discrete_too, clock, row_decode, approximate)
         try:
-            parts = [self._run(prompts[i:i + step], seeds[i:i + step], settings, residual,
-                               None if forced is None else forced.rows(i, i + step), discrete_too and decode, clock,
-                               decode, approximate)
-                     for i in range(0, len(prompts), step)]
+            if len(passes) == 1:
+                return run(prompts if joined is None else joined.first, seeds, forced, decode)
+            first = run(joined.first, seeds, forced, False)
+            second = run(joined.second, [seeds[i] for i in joined.composed], _second_forced(joined, forced, first),
+                         False)
+            return self._join(joined, first, second, decode, discrete_too, clock.timings)
         finally:
             if clock.bar is not None:
                 clock.bar.close()
+
+    def _rows(self, prompts: list[str], seeds: list[int], settings: SamplingSettings, residual: bool,
+              forced: ForcedTokens | None, discrete_too: bool, clock: "_StageClock", decode: bool,
+              approximate: Approximations) -> Generation:
+        """One pass over rows, max_batch at a time."""
+        step = self.backend.max_batch or len(prompts)
+        parts = [self._run(prompts[i:i + step], seeds[i:i + step], settings, residual,
+                           None if forced is None else forced.rows(i, i + step), discrete_too, clock, decode,
+                           approximate)
+                 for i in range(0, len(prompts), step)]
         return self._merge(parts, seeds, clock.timings)
+
+    def _join(self, joined: Composition, first: Generation, second: Generation, decode: bool,
+              discrete_too: bool, timings: dict[str, float]) -> Generation:
+        """Each composed image from its two passes (hart.portable.compose): per token, the second object's
+        image where its position is nearer; the images decoded from the joined latents."""
+        ops, batch, k = self.backend.ops, len(first.seeds), joined.composed
+        source = np.zeros(batch, dtype=np.int64)
+        source[k] = np.arange(len(k))  # the second-pass row of each composed image (0: unused)
+
+        def region(n: int) -> np.ndarray:
+            taken = np.zeros((batch, n * n), dtype=bool)
+            taken[k] = joined.regions(n)
+            return taken
+
+        def tokens(a, b, on=ops):  # [B, n*n, ...] of both passes -> the joined [B, n*n, ...]
+            if a is None:
+                return None
+            taken = region(int(round(np.sqrt(a.shape[1]))))
+            return on.where(taken.reshape(taken.shape + (1,) * (len(a.shape) - 2)), on.take(b, source), a)
+
+        def grid(a, b):  # [B, C, N, N] latents
+            if a is None:
+                return None
+            n = a.shape[-1]
+            return np.where(region(n).reshape(batch, 1, n, n), b[source], a).astype(np.float32)
+
+        ids = [tokens(a, b) for a, b in zip(first.ids, second.ids)]
+        image_ids = None if first.image_ids is None else [tokens(a, b, NumpyOps)  # numpy on every backend
+                                                          for a, b in zip(first.image_ids, second.image_ids)]
+        residual_tokens = tokens(first.residual, second.residual)
+        latents = grid(first.latents, second.latents)
+        discrete_latents = grid(first.discrete_latents, second.discrete_latents)
+        images = self.backend.decode_latents(latents) if decode else None
+        discrete = self.backend.decode_latents(discrete_latents) if discrete_too and decode else None
+        return Generation(images, ids, residual_tokens, first.seeds, timings, discrete, image_ids, latents,
+                          None if decode else discrete_latents)
 
     def edit(self, images: np.ndarray, masks: np.ndarray, prompts: list[str], seed: int | Sequence[int] = 0,
              threshold: float = 0.0, fill: bool = True, paste: bool = True, feather: bool = True,
@@ -257,12 +316,14 @@ class GenerationLoop:
 
         clock.start()
         images = backend.decode(f_final) if decode else None
-        discrete = backend.decode(backend.final(f_hat, ids, soft, None)) if discrete_too else None
+        f_discrete = backend.final(f_hat, ids, soft, None) if discrete_too else None
+        discrete = backend.decode(f_discrete) if discrete_too and decode else None
         clock.stop("decode" if decode else "latents")
         return Generation(images, [backend.host_ids(i) for i in sampled],
                           None if residual_tokens is None else backend.host(residual_tokens), seeds,
                           discrete_images=discrete, image_ids=None if forced is None else used,
-                          latents=backend.latents(f_final))
+                          latents=backend.latents(f_final),
+                          discrete_latents=None if decode or f_discrete is None else backend.latents(f_discrete))
 
     def _soft_codes(self, values: np.ndarray, candidates: np.ndarray | None, seeds: list[int], si: int,
                     settings: SamplingSettings, batch: int, tokens: int) -> SoftCodes:
@@ -289,6 +350,23 @@ class GenerationLoop:
         ids = [concat(list(scale)) for scale in zip(*(p.ids for p in parts))]
         image_ids = None if first.image_ids is None else [np.concatenate(scale) for scale in
                                                           zip(*(p.image_ids for p in parts))]
-        latents = None if first.latents is None else np.concatenate([p.latents for p in parts])
+        latents, discrete_latents = (None if getattr(first, name) is None else
+                                     np.concatenate([getattr(p, name) for p in parts])
+                                     for name in ("latents", "discrete_latents"))
         return Generation(joined("images"), ids, joined("residual"), seeds, timings, joined("discrete_images"),
-                          image_ids, latents)
+                          image_ids, latents, discrete_latents)
+
+
+def _second_forced(joined: Composition, forced: ForcedTokens | None, first: Generation) -> ForcedTokens | None:
+    """The forcing of the second pass: the batch's own for those images, and where no background is named,
+    scale 0 taken from the first pass (the first image's background)."""
+    rows = joined.composed
+    base = None if forced is None else forced.take(rows)
+    if not joined.tied.any() or (base is not None and base.keep is None):
+        return base
+    used = np.asarray(first.ids[0] if first.image_ids is None else first.image_ids[0])[rows]  # [k, 1]
+    ids = [np.zeros((len(rows), np.asarray(i).shape[1]), dtype=np.int64) for i in first.ids] if base is None else \
+        [np.array(i, copy=True) for i in base.ids]
+    keep = [np.zeros(i.shape, dtype=bool) for i in ids] if base is None else [np.array(k, copy=True) for k in base.keep]
+    ids[0][joined.tied], keep[0][joined.tied] = used[joined.tied], True
+    return ForcedTokens(ids, keep, None if base is None else base.residual)

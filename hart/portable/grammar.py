@@ -133,8 +133,11 @@ def _object(chunk: list[str], say) -> dict[str, str | None]:
     return {"color": rest[0], "shape": _shapes()[(rest[1],)], "size": size, "position": position}
 
 
-def check_prompt(prompt: str, words: list[str], number: int) -> None:
-    """Refuse, in one sentence, a prompt (split into `words`) that is not a sentence the model was trained on."""
+def check_prompt(prompt: str, words: list[str], number: int) -> dict:
+    """Refuse, in one sentence, a prompt (split into `words`) that is not a sentence the model was trained on.
+
+    -> what it says: {"background": color or None, "objects": [{"color", "shape", "size", "position"}]}, the
+    shape by name (its first word), size and position None where the prompt leaves them out."""
     def say(problem: str) -> PromptError:
         shown = prompt if len(prompt) <= 80 else prompt[:80] + "…"
         return PromptError(f"prompt {number} ({shown!r}) {problem}; {DRAWS}")
@@ -149,7 +152,7 @@ def check_prompt(prompt: str, words: list[str], number: int) -> None:
     if chunks == [[]]:
         if background is None:
             raise say("names neither an object nor a background")
-        return  # 'a blue background'
+        return {"background": background, "objects": []}  # 'a blue background'
     if any(not chunk for chunk in chunks):
         raise say("has an 'and' with no object on one side")
     if len(chunks) > 2:
@@ -166,3 +169,4 @@ def check_prompt(prompt: str, words: list[str], number: int) -> None:
         if a["position"] is not None and not far_apart(a["position"], b["position"]):
             raise say(f"places two objects at {a['position']} and {b['position']}, too close for this model: "
                       "it places two objects at least half the image apart")
+    return {"background": background, "objects": objects}

@@ -29,6 +29,9 @@ image of a batch has its own seed, so a batch equals the images generated one by
     residual_stream(k)    = 2048 + k     k = 0: the starting noise x_T; k = 1..S-1: the noise added
                                           after denoising step k; normals in (token, channel) order
 
+A two-object prompt that names no positions is drawn at a pair of them (hart.portable.compose):
+    placement_stream      = 3072         pair number (bits(0) >> 40) * P >> 24 of the P far-apart pairs
+
 A canvas larger than the trained size draws window (row, col) with its own seed (hart.portable.canvas):
     window_seed(seed, 0, 0)   = seed     (the first window is the image of the seed itself)
     window_seed(seed, r, c)   = key(seed, 2**32 + r * 2**16 + c)   otherwise (r, c < 2**16)
@@ -48,6 +51,7 @@ MIX2 = 0x94D049BB133111EB
 TOKEN_STREAM_BASE = 0
 GUMBEL_STREAM_BASE = 1024
 RESIDUAL_STREAM_BASE = 2048
+PLACEMENT_STREAM = 3072
 WINDOW_STREAM_BASE = 1 << 32
 MAX_WINDOWS_PER_SIDE = 1 << 16
 
@@ -62,6 +66,11 @@ def gumbel_stream(scale_index: int) -> int:
 
 def residual_stream(block: int) -> int:
     return RESIDUAL_STREAM_BASE + block
+
+
+def choice(seed: int, stream: int, count: int) -> int:
+    """An integer in [0, count) from draw 0 of a stream, in integers: (bits >> 40) * count >> 24."""
+    return int(bits(seed, stream, 1)[0] >> np.uint64(40)) * count >> 24
 
 
 def window_seed(seed: int, row: int, col: int) -> int:
@@ -165,6 +174,7 @@ def spec() -> dict:
             "token": f"{TOKEN_STREAM_BASE} + scale_index",
             "gumbel": f"{GUMBEL_STREAM_BASE} + scale_index",
             "residual": f"{RESIDUAL_STREAM_BASE} + k (k=0: x_T, k>=1: noise after step k)",
+            "placement": f"{PLACEMENT_STREAM}: an unplaced pair's positions, choice = (bits(0) >> 40) * count >> 24",
         },
         "window_seed": f"canvas window (r, c): seed itself for (0, 0), else key(seed, {WINDOW_STREAM_BASE} + r * "
                        f"{MAX_WINDOWS_PER_SIDE} + c) used as that window's seed",

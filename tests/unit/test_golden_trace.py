@@ -90,18 +90,19 @@ def test_a_changed_edit_case_is_caught(tiny, described, tmp_path):
 
 
 def test_the_pytorch_pipeline_still_draws_the_trace(tiny):
+    """Every case is one pass of the loop (compose=False); composition joins two such passes."""
     arrays, meta = golden.read(TRACE)
     pipe = HARTPipeline(tiny, device="cpu")
     for case in meta["cases"]:
         if case.get("task") == "edit":
             name = case["name"]
             result = pipe.loop.edit(arrays[f"{name}/input"], arrays[f"{name}/mask"][None].astype(bool),
-                                    [case["prompt"]], seed=case["seed"], **case["options"])
+                                    [case["prompt"]], seed=case["seed"], compose=False, **case["options"])
             wanted = [arrays[f"{name}/sampled_{si}"] for si in range(len(result.ids))]
             for si, ids in enumerate(result.image_ids):
                 assert np.array_equal(np.asarray(ids), arrays[f"{name}/ids_{si}"]), (name, si)
         else:
-            result = pipe.generate([case["prompt"]], seed=case["seed"], **case["options"])
+            result = pipe.generate([case["prompt"]], seed=case["seed"], compose=False, **case["options"])
             wanted = [arrays[f"{case['tokens']}/ids_{si}"] for si in range(len(result.ids))]
         for si, ids in enumerate(result.ids):
             assert np.array_equal(np.asarray(ids), wanted[si]), (case["name"], si)
