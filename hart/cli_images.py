@@ -88,6 +88,8 @@ def _prepare(args: argparse.Namespace, prompts: list[str]) -> tuple[list[tuple[s
     if not approximate.exact:
         sampling["approximate"] = approximate
     sampling["residual"] = not args.no_residual
+    if args.one_pass:
+        sampling["compose"] = False
     if args.gumbel:
         sampling["gumbel"] = True
     return jobs, paths, sampling, config

@@ -45,6 +45,9 @@ def _add_image_arguments(parser: argparse.ArgumentParser, default_output: str) -
     parser.add_argument("--no-residual", action="store_true", help="skip the residual head (discrete-only image)")
     parser.add_argument("--residual-guidance", type=float,
                         help="the residual head's guidance as a share of the last scale's (HART: 1; default: the model's)")
+    parser.add_argument("--one-pass", action="store_true",
+                        help="draw a two-object prompt of the embedded model in one pass, as the model alone does "
+                             "(default: each object alone at its place, joined; see its model card)")
     parser.add_argument("--fast", action="store_true",
                         help="opt-in approximations within 2 adherence points (hart eval --task fast): no "
                              "guidance on the last scale, 4 residual steps and 25 %% of the last 2 scales' tokens "

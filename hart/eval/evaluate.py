@@ -80,6 +80,12 @@ def _whole(read: list[SceneReading], truth: list[SceneReading]) -> list[bool]:
     return [r == t for r, t in zip(read, truth)]
 
 
+def _one_pass(judge, images: torch.Tensor, truth: list[SceneReading], batch: int) -> dict[str, float]:
+    """Whole-prompt and per-object accuracy of two-object images drawn in one pass (no composition)."""
+    read = _batched(judge, images, batch)[2]
+    return {"whole_prompt": float(np.mean(_whole(read, truth))), **_object_accuracy(read, truth)}
+
+
 def _per_background(read: list[SceneReading], truth: list[SceneReading]) -> dict[str, dict]:
     rows = {}
     for background in BACKGROUNDS:
@@ -122,11 +128,12 @@ class _Images:
             self.loop, self.device = self.pipe.loop, self.pipe.device
         self.config = self.loop.config
 
-    def __call__(self, prompts, seed, settings) -> tuple[torch.Tensor, torch.Tensor]:
+    def __call__(self, prompts, seed, settings, compose: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
         with torch.inference_mode():
             result = self.loop.generate(prompts, seed=seed, cfg=settings.cfg, top_k=settings.top_k,
                                         temperature=settings.temperature, residual_guidance=settings.residual_guidance,
-                                        discrete_too=True, show_progress=False)  # evaluate's bar is the one shown
+                                        discrete_too=True, show_progress=False,  # evaluate's bar is the one shown
+                                        compose=compose)
         return torch.as_tensor(result.images), torch.as_tensor(result.discrete_images)
 
     def reconstructions(self, real: torch.Tensor, batch: int, show_progress: bool) -> dict[str, torch.Tensor] | None:
@@ -183,6 +190,11 @@ def evaluate(model: str, out: str | Path, settings: EvalSettings = EvalSettings(
             if progress:
                 log.info("generated %d / %d", start + len(batch), len(prompts))
     hybrid, discrete = torch.cat(hybrid), torch.cat(discrete)
+    one_pass = None  # the two-object prompts drawn by the model alone, when the loop composes them
+    if pair_scenes and images_for.loop.composes:
+        one_pass = torch.cat([images_for(prompts[start:start + settings.batch_size], settings.seed + start, settings,
+                                         compose=False)[0]
+                              for start in range(count, len(prompts), settings.batch_size)])
 
     judged = {name: _batched(judge, images.to(images_for.device), settings.batch_size)
               for name, images in (("real", real), ("hybrid", hybrid), ("discrete", discrete), ("floor", floor_real))}
@@ -206,6 +218,8 @@ def evaluate(model: str, out: str | Path, settings: EvalSettings = EvalSettings(
                                                                                 whole["real"]))},
         "two_object_adherence": _object_accuracy(judged["hybrid"][2][count:], readings_truth[count:])
         if pair_scenes else None,
+        "two_objects_one_pass": None if one_pass is None else _one_pass(judge, one_pass.to(images_for.device),
+                                                                         readings_truth[count:], settings.batch_size),
         "per_background": _per_background(judged["hybrid"][2], readings_truth),
         "tokenizer_psnr_db": None if reconstructed is None else {
             mode: float(psnr(images, real[:count]).mean()) for mode, images in reconstructed.items()},
@@ -276,6 +290,12 @@ def _markdown(results: dict) -> str:
         two = results["two_object_adherence"]
         lines += ["", "Two-object prompts, per named object (with residual head): "
                   + ", ".join(f"{name} {pct(value)}" for name, value in two.items()) + "."]
+    if results.get("two_objects_one_pass") is not None:
+        alone = results["two_objects_one_pass"]
+        lines += ["", "The loop draws each object of a two-object prompt alone and joins them (hart.portable.compose); "
+                  f"drawn in one pass (`--one-pass`, the model alone) they are wholly right {pct(alone['whole_prompt'])}"
+                  " (per named object: " + ", ".join(f"{k} {pct(v)}" for k, v in alone.items() if k != "whole_prompt")
+                  + ")."]
     lines += ["", f"## Per background color (all prompts, with residual head; target: background ≥ "
               f"{pct(BACKGROUND_TARGET)} for every color)", "",
               "| background | prompts | background right | whole prompt right |", "|---|---|---|---|"]

@@ -13,7 +13,7 @@ from hart.atomic import atomic_file
 from hart.components import HARTModel
 from hart.export.graphs import GraphSpec
 from hart.models.rope import inverse_frequencies
-from hart.portable import canvas, edit, grammar, rng
+from hart.portable import canvas, compose, edit, grammar, rng
 from hart.portable.scales import ScaleSchedule
 from hart.portable.schedule import diffusion_schedule
 from hart.portable.spec import RESIDUAL_GUIDANCE_TEXT, spec_texts
@@ -127,7 +127,7 @@ def describe_model(model: HARTModel) -> dict:
                                  "word, or with no word, is refused, naming the word); right-pad with pad_id to "
                                  "max_tokens; mask = id != pad_id")
         if WordTokenizer(tuple(config.text.vocab), config.text.max_tokens).checks_grammar:
-            text["grammar"] = grammar.manifest_section()
+            text["grammar"], text["compose"] = grammar.manifest_section(), compose.manifest_section()
     from hart.portable import sampling
 
     return {

@@ -50,6 +50,7 @@ class TextSection:
     system_prompt: str = ""
     features: str = ""  # random
     grammar: Any = None  # words models trained on hart/portable/grammar.py's sentences: its tables (refusals)
+    compose: Any = None  # such models draw two objects as two one-object passes joined (hart/portable/compose.py)
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,10 @@ function top24(key, i) {
 export const rng = {
   tokenStream: (si) => si,
   residualStream: (k) => 2048 + k,
+  placementStream: 3072,
+  choice(seed, stream, count) { // an integer in [0, count): (bits >> 40) * count >> 24, as rng.choice
+    return Math.floor(top24(streamKey(seed, stream), 0) * count / 2 ** 24);
+  },
   uniform(seed, stream, count) {
     const key = streamKey(seed, stream);
     const out = new Float32Array(count);
@@ -114,7 +118,7 @@ export function checkGrammar(g, words) {
   for (const w of rest) { if (w === "and") chunks.push([]); else chunks[chunks.length - 1].push(w); }
   if (chunks.length === 1 && !chunks[0].length) {
     if (background === null) fail("names neither an object nor a background");
-    return;
+    return { background, objects: [] };
   }
   if (chunks.some((c) => !c.length)) fail("has an 'and' with no object on one side");
   if (chunks.length > 2) fail(`names ${chunks.length} objects, and this model draws at most two`);
@@ -136,7 +140,7 @@ export function checkGrammar(g, words) {
       }
       position = g.positions[phrase];
     }
-    return { color: r[0], position };
+    return { color: r[0], shape: g.shapes[r[1]], size, position };
   });
   for (const o of objects) {
     if (o.color === background) fail(`puts a ${o.color} object on a ${background} background, where it would not show`);
@@ -155,6 +159,7 @@ export function checkGrammar(g, words) {
       }
     }
   }
+  return { background, objects };
 }
 
 export function tokenize(manifest, prompt) {
@@ -240,7 +245,85 @@ function rowPositions(mask) {
 // scale (for previews). options: {cfg, topK (number or one per scale), topP, temperature, residual
 // (false: discrete only), residualGuidance, forced (an edit's kept tokens), decode (false: no image)}.
 // Returns { image (null without decode), latent (the final f_hat [1, C, N, N]), ids, imageIds, residual, timings }.
+// ------------------------------------------------------------------------------------------ composition
+// hart/portable/compose.py, step for step: a two-object prompt of a model whose manifest has text.compose is
+// drawn as its two one-object sentences (same seed; without a named background the second pass takes the
+// first one's scale-0 id), joined per token: the second image's where the token centre is strictly nearer
+// the second position (squared distances in units of 1/(4n), integers), else the first's.
+const article = (word) => ("aeiou".includes(word[0]) ? "an" : "a");
+
+function sentence(c, obj, position, background) {
+  const words = [...(obj.size ? [obj.size] : []), obj.color, obj.shape, ...c.position_phrases[position].split(" ")];
+  if (background !== null) words.push("on", article(background), background, "background");
+  return [article(words[0]), ...words].join(" ");
+}
+
+export function composition(manifest, prompt, seed) { // null, or {first, second, places, tied}
+  const text = manifest.text, c = text.compose;
+  if (!c || !text.grammar) return null;
+  const words = prompt.toLowerCase().match(/[a-z]+/g) || [];
+  if (!words.length || words.some((w) => !text.vocab.includes(w))) return null;
+  let said;
+  try { said = checkGrammar(text.grammar, words); } catch { return null; }
+  if (said.objects.length !== 2) return null;
+  const [a, b] = said.objects;
+  const places = a.position === null ? c.pairs[rng.choice(seed, c.placement_stream, c.pairs.length)] : [a.position, b.position];
+  return { first: sentence(c, a, places[0], said.background), second: sentence(c, b, places[1], said.background),
+    places, tied: said.background === null };
+}
+
+export function secondRegion(coordinates, first, second, n) { // Uint8Array [n*n], 1 = the second object's token
+  const d2 = (name, y, x) => {
+    const [px, py] = coordinates[name].map((v) => Math.round(v * 4 * n));
+    return (x - px) ** 2 + (y - py) ** 2;
+  };
+  const out = new Uint8Array(n * n);
+  for (let i = 0; i < n; i++) for (let j = 0; j < n; j++) {
+    const y = 2 * (2 * i + 1), x = 2 * (2 * j + 1);
+    out[i * n + j] = d2(second, y, x) < d2(first, y, x) ? 1 : 0;
+  }
+  return out;
+}
+
 export async function generate(ort, manifest, sessions, prompt, seed, options = {}, onScale = null) {
+  const plan = options.compose === false ? null : composition(manifest, prompt, seed);
+  if (!plan) return generatePass(ort, manifest, sessions, prompt, seed, options, onScale);
+  const scales = manifest.schedule.patch_nums, size = scales[scales.length - 1];
+  const a = await generatePass(ort, manifest, sessions, plan.first, seed, { ...options, decode: false }, onScale);
+  let forced = options.forced ?? null;
+  if (plan.tied) { // one background: scale 0 of the first pass
+    const ids = forced ? forced.ids.map((i) => i.slice()) : scales.map((n) => new BigInt64Array(n * n));
+    const keep = forced ? forced.keep.map((k) => k.slice()) : scales.map((n) => new Uint8Array(n * n));
+    ids[0][0] = a.imageIds[0][0]; keep[0][0] = 1;
+    forced = { ...(forced ?? {}), ids, keep };
+  }
+  const b = await generatePass(ort, manifest, sessions, plan.second, seed, { ...options, decode: false, forced }, onScale);
+  const coordinates = manifest.text.grammar.coordinates;
+  const region = (n) => secondRegion(coordinates, plan.places[0], plan.places[1], n);
+  const joinTokens = (x, y, n, width = 1) => { // per token of an n x n scale, `width` values each
+    const out = x.slice(), taken = region(n);
+    for (let t = 0; t < n * n; t++) if (taken[t]) for (let k = 0; k < width; k++) out[t * width + k] = y[t * width + k];
+    return out;
+  };
+  const latent = manifest.model.config.tokenizer.latent_channels, taken = region(size);
+  const joined = a.latent.data.slice();
+  for (let ch = 0; ch < latent; ch++) for (let t = 0; t < size * size; t++) {
+    if (taken[t]) joined[ch * size * size + t] = b.latent.data[ch * size * size + t];
+  }
+  const latentTensor = new ort.Tensor("float32", joined, a.latent.dims);
+  const timings = { ...a.timings };
+  for (const [k, v] of Object.entries(b.timings)) timings[k] = (timings[k] ?? 0) + v;
+  const started = performance.now();
+  const image = options.decode === false ? null : (await sessions.decoder.run({ f_hat: latentTensor })).image;
+  if (image) timings.decode = (timings.decode ?? 0) + performance.now() - started;
+  const residual = a.residual && new ort.Tensor("float32", joinTokens(a.residual.data, b.residual.data, size, latent),
+    a.residual.dims);
+  return { image, latent: latentTensor, residual, timings,
+    ids: scales.map((n, si) => joinTokens(a.ids[si], b.ids[si], n)),
+    imageIds: scales.map((n, si) => joinTokens(a.imageIds[si], b.imageIds[si], n)) };
+}
+
+async function generatePass(ort, manifest, sessions, prompt, seed, options = {}, onScale = null) {
   const T = ort.Tensor;
   const settings = resolveSettings(manifest, options);
   const { patch_nums: scales, progress } = manifest.schedule;

@@ -117,11 +117,11 @@ export async function replay(tracePath, manifestPath) {
     let out;
     if (c.task === "edit") { // the input image [1, S, S, 3] and mask [S, S] as hart_runtime.edit takes them
       const rgb = arrays[`${c.name}/input`].data, mask = arrays[`${c.name}/mask`].data;
-      out = await edit({ Tensor }, manifest, sessions, rgb, mask, c.prompt, c.seed, options);
+      out = await edit({ Tensor }, manifest, sessions, rgb, mask, c.prompt, c.seed, { ...options, compose: false });
       out.imageIds.forEach((ids, si) => sameIds(`case ${c.name}: edited ids ${si}`, ids, arrays[`${c.name}/ids_${si}`].data));
       checks.push("edited ids");
     } else {
-      out = await generate({ Tensor }, manifest, sessions, c.prompt, c.seed, options);
+      out = await generate({ Tensor }, manifest, sessions, c.prompt, c.seed, { ...options, compose: false });
     }
     const sampledKey = c.task === "edit" ? `${c.name}/sampled` : `${c.tokens}/ids`;
     out.ids.forEach((ids, si) => sameIds(`case ${c.name}: result ids ${si}`, ids, arrays[`${sampledKey}_${si}`].data));

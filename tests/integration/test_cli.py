@@ -292,3 +292,18 @@ def test_fast_changes_the_image_and_its_evaluation_reports_every_variant(tmp_pat
     assert all(len(row["latency_seconds"]) == 1 for row in report["variants"])
     for name in ("fast.md", "fast_samples.png", "fast.png"):
         assert (tmp_path / "eval" / name).stat().st_size > 0
+
+
+def test_one_pass_draws_a_two_object_prompt_as_the_model_alone_and_the_default_composes(tmp_path):
+    import numpy as np
+
+    from hart.pipeline import HARTPipeline
+
+    prompt = "a small red circle on the left and a blue square on the right on a yellow background"
+    for name, flags in (("composed", []), ("one-pass", ["--one-pass"])):
+        result = run_hart("generate", prompt, "--seed", "3", "-o", str(tmp_path / f"{name}.png"), *flags)
+        assert result.returncode == 0, result.stderr
+    pipe = HARTPipeline.from_pretrained("tiny", "cpu")
+    for name, compose in (("composed", True), ("one-pass", False)):
+        want = pipe.generate([prompt], seed=3, compose=compose).pil_images()[0]
+        assert np.array_equal(np.asarray(Image.open(tmp_path / f"{name}.png").convert("RGB")), np.asarray(want)), name

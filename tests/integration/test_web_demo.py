@@ -134,7 +134,8 @@ def test_the_embedded_export_is_announced_before_it_is_made_and_a_busy_port_refu
 # WebAssembly than onnxruntime on x86 (10 and 17 dB); the weight-only int8 export must give the same ids.
 PAIRS = [("a large red circle in the center on a gray background", 3, 3.0),
          ("a yellow star at the bottom right", 3, 3.0),
-         ("a big white disc against a blue background", 0, 3.0)]
+         ("a big white disc against a blue background", 0, 3.0),
+         ("a small red circle on the left and a blue square on the right", 4, 3.0)]  # composed, one background
 
 
 # a box, then a brush stroke, redrawn on the page's last result (image pixels), each compared with Python's

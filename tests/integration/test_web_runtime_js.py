@@ -187,3 +187,33 @@ def test_the_page_refuses_the_sentences_python_refuses_with_the_same_words():
                  {"P": prompts, "G": grammar.manifest_section()})
     assert got == want
     assert sum(w is None for w in want) == 6  # the rest is refused, every kind of refusal once or more
+
+
+def test_the_page_composes_two_object_prompts_as_python_plans_them():
+    """hart_runtime.composition and secondRegion: the sentences, places, background tie and border of
+    hart/portable/compose.py, from the manifest's text.compose and text.grammar alone."""
+    from hart.portable import compose, grammar
+
+    prompts = ["a small red circle in the top left corner and a large blue square on the right on a yellow background",
+               "a red circle and a blue box on a gray background", "an orange disc and a huge white plus",
+               "a small green star in the top left and a yellow square in the bottom right",
+               "a large red circle on a blue background", "a red circle on a red background", "a mauve circle",
+               "blue background with a red star at the top and a tiny beige rhombus at the bottom"]
+    seeds = [0, 1, 7, 2**63 + 5]
+    cases = [(p, s) for p in prompts for s in seeds]
+    want = []
+    for prompt, seed in cases:
+        plan = compose.plan([prompt], [seed])
+        want.append(None if not len(plan.composed) else {"first": plan.first[0], "second": plan.second[0],
+                                                          "places": list(plan.places[0]), "tied": bool(plan.tied[0])})
+    manifest = {"text": {"vocab": list(grammar.vocabulary()), "grammar": grammar.manifest_section(),
+                         "compose": compose.manifest_section()}}
+    got = run_js("return data.C.map(([p, s]) => m.composition(data.M, p, BigInt(s)));",  # seeds as text: 64 bits
+                 {"C": [[p, str(s)] for p, s in cases], "M": manifest})
+    assert got == want
+    assert sum(w is not None for w in want) == 5 * len(seeds)
+    pairs = compose.far_pairs()
+    regions = run_js("return data.P.flatMap(([a, b]) => [1, 2, 3, 4, 6, 8].map((n) => "
+                     "Array.from(m.secondRegion(data.G.coordinates, a, b, n))));",
+                     {"P": pairs, "G": grammar.manifest_section()})
+    assert regions == [compose.second_region(a, b, n).astype(int).tolist() for a, b in pairs for n in (1, 2, 3, 4, 6, 8)]
