@@ -51,6 +51,8 @@ def _info(args: argparse.Namespace) -> None:
         print(f"  shapes       {', '.join(grammar.SHAPE_WORDS)}; sizes {', '.join(grammar.SIZE_WORDS)} (optional)")
         print(f"  positions    {', '.join(p[0] for p in grammar.POSITION_PHRASES.values())} (two objects: "
               "both placed half the image apart, or neither)")
+        print("  two objects  drawn as two one-object images joined at the border between their places "
+              "(--one-pass: in one pass, the model alone)")
 
 
 def _convert(args: argparse.Namespace) -> None:
