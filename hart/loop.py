@@ -7,7 +7,9 @@
     residual   residual = residual(hidden, ids, noise(seed), cfg * progress[K-1] * share)
     decode     f_hat = final(f_hat, ids, residual); images = decode(f_hat)
 
-This file is the only place that knows that order. A backend (PyTorch on any device and dtype, ONNX
+A two-object prompt of the embedded model runs this twice, once per object, and the two final latents
+are joined token by token before the decode (hart/portable/compose.py). This file is the only place that
+knows that order. A backend (PyTorch on any device and dtype, ONNX
 Runtime, Core ML, the PyTorch export wrappers) supplies the compute on its own arrays; everything
 between the graphs (settings, guidance, the portable RNG and sampler, forcing ids) happens here, in
 numpy, so every backend draws the same tokens. The web and Swift ports follow this loop step by step
@@ -160,7 +162,7 @@ class GenerationLoop:
             first = run(joined.first, seeds, forced, False)
             second = run(joined.second, [seeds[i] for i in joined.composed], _second_forced(joined, forced, first),
                          False)
-            return self._join(joined, first, second, decode, discrete_too, clock.timings)
+            return self._join(joined, first, second, decode, discrete_too, clock)
         finally:
             if clock.bar is not None:
                 clock.bar.close()
@@ -177,7 +179,7 @@ class GenerationLoop:
         return self._merge(parts, seeds, clock.timings)
 
     def _join(self, joined: Composition, first: Generation, second: Generation, decode: bool,
-              discrete_too: bool, timings: dict[str, float]) -> Generation:
+              discrete_too: bool, clock: "_StageClock") -> Generation:
         """Each composed image from its two passes (hart.portable.compose): per token, the second object's
         image where its position is nearer; the images decoded from the joined latents."""
         ops, batch, k = self.backend.ops, len(first.seeds), joined.composed
@@ -207,9 +209,13 @@ class GenerationLoop:
         residual_tokens = tokens(first.residual, second.residual)
         latents = grid(first.latents, second.latents)
         discrete_latents = grid(first.discrete_latents, second.discrete_latents)
+        if decode:
+            clock.start()
         images = self.backend.decode_latents(latents) if decode else None
         discrete = self.backend.decode_latents(discrete_latents) if discrete_too and decode else None
-        return Generation(images, ids, residual_tokens, first.seeds, timings, discrete, image_ids, latents,
+        if decode:
+            clock.stop("decode")
+        return Generation(images, ids, residual_tokens, first.seeds, clock.timings, discrete, image_ids, latents,
                           None if decode else discrete_latents)
 
     def edit(self, images: np.ndarray, masks: np.ndarray, prompts: list[str], seed: int | Sequence[int] = 0,
