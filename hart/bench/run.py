@@ -36,30 +36,36 @@ def missing_exports(scenarios: list[Scenario], exports: Path) -> dict[tuple[str,
 
 
 def prepare_exports(scenarios: list[Scenario], exports: Path, bar: tqdm | None = None) -> None:
-    """Export every (model, runtime) the scenarios need, once. With an enabled `bar`, each export is one
-    step of it, named in its description, and the ONNX export shows its own steps beneath it."""
-    from hart.checkpoints import load_pretrained
-
+    """Export every (model, runtime) the scenarios need, once, each in a process of its own. With an enabled
+    `bar`, each export is one step of it, named in its description, and the export shows its own steps."""
     show_progress = bar is not None and not bar.disable
     for (model_name, runtime), precisions in missing_exports(scenarios, exports).items():
         if bar is not None:
             bar.set_description(f"bench: exporting {model_name} for {runtime} ({', '.join(precisions)})")
         log.info("exporting %s for %s (%s)", model_name, runtime, ", ".join(precisions))
-        model = load_pretrained(model_name, None if model_name == "tiny" else "random")
-        target = exports / model_name / runtime
-        if runtime == "onnx":
-            from hart.export.onnx_export import export_onnx
-
-            # trained weights: the export's own parity seeds (its thresholds are means over them); random
-            # weights only record parity, so one seed keeps a 0.7B export short
-            export_onnx(model, target, precisions, parity_seeds=1 if model.random_weights else 20, overwrite=True,
-                        show_progress=show_progress)
-        else:
-            from hart.export.coreml_export import export_coreml
-
-            export_coreml(model, target, precisions, overwrite=True)
+        export_in_child(model_name, runtime, exports / model_name / runtime, precisions, show_progress)
         if bar is not None:
             bar.update()
+
+
+def export_in_child(model_name: str, runtime: str, target: Path, precisions: tuple[str, ...],
+                    show_progress: bool) -> None:
+    """`hart export` in a child process, so that what an export held is the system's again before the
+    scenarios run: exported inside this process, the 0.7B's 13 GB stayed with it, and beside an ONNX
+    int8 worker (12 GB) a 23.5 GB machine killed the benchmark. The 0.7B presets export random weights
+    (timing only) with one parity seed; the embedded model its trained weights with the export's 20."""
+    command = [sys.executable, "-m", "hart", "export", runtime, "--model", model_name, "--out", str(target),
+               "--overwrite"]
+    if model_name != "tiny":
+        command += ["--text-encoder", "random"]
+    command += (["--precision", ",".join(precisions), "--parity-seeds", "20" if model_name == "tiny" else "1"]
+                if runtime == "onnx" else ["--compress", ",".join(precisions)])
+    done = subprocess.run(command, stdout=subprocess.DEVNULL, stderr=None if show_progress else subprocess.PIPE,
+                          text=True, timeout=WORKER_TIMEOUT)
+    if done.returncode != 0:
+        said = (done.stderr or "").strip().splitlines()
+        raise HartError(f"exporting {model_name} for {runtime} ({', '.join(precisions)}) failed with exit code "
+                        f"{done.returncode}" + (f": {said[-1]}" if said else " (its messages are above)"))
 
 
 def check_official(path: str | Path) -> Path:

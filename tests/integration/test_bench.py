@@ -129,7 +129,6 @@ def test_results_without_cpu_features_still_render(old):
 @pytest.mark.parametrize("show_progress", [True, False])
 def test_the_progress_bar_names_each_export_and_scenario(tmp_path, monkeypatch, capsys, show_progress):
     pytest.importorskip("onnxruntime")
-    from types import SimpleNamespace
 
     from hart.bench import run
 
@@ -137,9 +136,8 @@ def test_the_progress_bar_names_each_export_and_scenario(tmp_path, monkeypatch, 
     monkeypatch.setattr(run.machine, "peaks", lambda: {"cpu_fp32": 1.0})
     monkeypatch.setattr(run, "run_scenario", lambda scenario, *args: _row(scenario.backend, "cpu", scenario.precision))
     monkeypatch.setattr(run.report, "write", lambda summary, out: None)
-    monkeypatch.setattr("hart.checkpoints.load_pretrained", lambda *args: SimpleNamespace(random_weights=False))
-    monkeypatch.setattr("hart.export.onnx_export.export_onnx", lambda model, target, precisions, **kw:
-                        exported.append((target, precisions, kw["show_progress"])))
+    monkeypatch.setattr(run, "export_in_child", lambda model, runtime, target, precisions, progress:
+                        exported.append((target, precisions, progress)))
     backends = ("torch-cpu-fp32", "onnx-cpu-fp32", "onnx-cpu-int8")
     summary = run.run_benchmark("quick", tmp_path / "report", ("tiny",), backends, (1,), 1, 0, tmp_path / "exports",
                                 show_progress=show_progress)
@@ -219,3 +217,15 @@ def test_estimates_lend_each_stage_the_rate_its_nearest_measured_stage_achieved(
                             "decode": 3e10, "text": 0.0}, measured, seconds)
     assert got == pytest.approx({"scale_0": 0.1, "scale_1": 0.02, "scale_2": 0.08, "scale_3": 0.3,
                                  "residual": 0.04, "decode": 0.3})
+
+
+def test_an_export_runs_in_a_child_and_its_failure_is_one_sentence(tmp_path):
+    """The benchmark's exports run as `hart export` in a process of their own (their memory is the system's
+    again before the scenarios); a failed one says which export and the child's own last line."""
+    from hart.bench.run import export_in_child
+    from hart.errors import HartError
+
+    with pytest.raises(HartError, match=r"exporting no-such-model for onnx \(fp32\) failed with exit code 2: .*"
+                                        r"'no-such-model' is neither a model folder nor a preset"):
+        export_in_child("no-such-model", "onnx", tmp_path / "x", ("fp32",), False)
+    assert not (tmp_path / "x").exists()
