@@ -30,9 +30,7 @@ class ForcedTokens:
 
     def rows(self, start: int, stop: int) -> "ForcedTokens":
         """The same forcing for images start..stop-1 of the batch."""
-        return ForcedTokens([np.asarray(f)[start:stop] for f in self.ids],
-                            None if self.keep is None else [np.asarray(k)[start:stop] for k in self.keep],
-                            None if self.residual is None else self.residual[start:stop])
+        return self.take(np.arange(start, min(stop, len(self.ids[0]))))
 
 
 @dataclass

@@ -45,7 +45,7 @@ def _info(args: argparse.Namespace) -> None:
     print(f"  {'transformer + head':<16}{generator:>15,}")
     if config.text.kind == "qwen2":
         print("  text_encoder    Qwen2-1.5B (separate local folder)")
-    if config.text.kind == "words" and tuple(config.text.vocab) == grammar.vocabulary():
+    if config.text.kind == "words" and grammar.speaks(config.text.vocab):
         print(f"prompts        one or two objects, e.g. {grammar.EXAMPLE}")
         print(f"  colors       {', '.join(grammar.COLORS)} (objects and backgrounds, never the same in one prompt)")
         print(f"  shapes       {', '.join(grammar.SHAPE_WORDS)}; sizes {', '.join(grammar.SIZE_WORDS)} (optional)")

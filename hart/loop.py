@@ -106,9 +106,8 @@ class GenerationLoop:
         head = config.residual_head
         self.residual_steps = diffusion_schedule(head.train_steps, head.sampling_steps).num_steps
         self._unconditional = None  # the unconditional row's text prefix (KV rows, logits), once computed
-        text = config.text
-        # a model trained on exactly the grammar's sentences draws two objects by composing (hart.portable.compose)
-        self.composes = text.kind == "words" and tuple(text.vocab) == grammar.vocabulary()
+        # a model trained on the grammar's sentences only draws two objects by composing (hart.portable.compose)
+        self.composes = config.text.kind == "words" and grammar.speaks(config.text.vocab)
 
     def settings(self, **overrides) -> SamplingSettings:
         return SamplingSettings.resolve(self.config.sampling, self.schedule.num_scales, **overrides)
@@ -181,42 +180,28 @@ class GenerationLoop:
     def _join(self, joined: Composition, first: Generation, second: Generation, decode: bool,
               discrete_too: bool, clock: "_StageClock") -> Generation:
         """Each composed image from its two passes (hart.portable.compose): per token, the second object's
-        image where its position is nearer; the images decoded from the joined latents."""
-        ops, batch, k = self.backend.ops, len(first.seeds), joined.composed
-        source = np.zeros(batch, dtype=np.int64)
-        source[k] = np.arange(len(k))  # the second-pass row of each composed image (0: unused)
+        image where its place is nearer; the images decoded from the joined latents."""
+        ops = self.backend.ops  # ids and residual are the backend's host arrays; image ids and latents numpy
 
-        def region(n: int) -> np.ndarray:
-            taken = np.zeros((batch, n * n), dtype=bool)
-            taken[k] = joined.regions(n)
-            return taken
+        def tokens(a, b, on=ops):
+            return None if a is None else joined.join(on, a, b, int(round(np.sqrt(a.shape[1]))))
 
-        def tokens(a, b, on=ops):  # [B, n*n, ...] of both passes -> the joined [B, n*n, ...]
-            if a is None:
-                return None
-            taken = region(int(round(np.sqrt(a.shape[1]))))
-            return on.where(taken.reshape(taken.shape + (1,) * (len(a.shape) - 2)), on.take(b, source), a)
+        def grid(a, b):
+            return None if a is None else joined.join(NumpyOps, a, b, a.shape[-1], token_axis=2)
 
-        def grid(a, b):  # [B, C, N, N] latents
-            if a is None:
-                return None
-            n = a.shape[-1]
-            return np.where(region(n).reshape(batch, 1, n, n), b[source], a).astype(np.float32)
-
-        ids = [tokens(a, b) for a, b in zip(first.ids, second.ids)]
-        image_ids = None if first.image_ids is None else [tokens(a, b, NumpyOps)  # numpy on every backend
-                                                          for a, b in zip(first.image_ids, second.image_ids)]
-        residual_tokens = tokens(first.residual, second.residual)
-        latents = grid(first.latents, second.latents)
-        discrete_latents = grid(first.discrete_latents, second.discrete_latents)
+        latents, discrete_latents = grid(first.latents, second.latents), grid(first.discrete_latents,
+                                                                               second.discrete_latents)
+        images = discrete = None
         if decode:
             clock.start()
-        images = self.backend.decode_latents(latents) if decode else None
-        discrete = self.backend.decode_latents(discrete_latents) if discrete_too and decode else None
-        if decode:
+            images = self.backend.decode_latents(latents)
+            discrete = self.backend.decode_latents(discrete_latents) if discrete_too else None
             clock.stop("decode")
-        return Generation(images, ids, residual_tokens, first.seeds, clock.timings, discrete, image_ids, latents,
-                          None if decode else discrete_latents)
+        image_ids = None if first.image_ids is None else [tokens(a, b, NumpyOps)
+                                                          for a, b in zip(first.image_ids, second.image_ids)]
+        return Generation(images, [tokens(a, b) for a, b in zip(first.ids, second.ids)],
+                          tokens(first.residual, second.residual), first.seeds, clock.timings, discrete, image_ids,
+                          latents, None if decode else discrete_latents)
 
     def edit(self, images: np.ndarray, masks: np.ndarray, prompts: list[str], seed: int | Sequence[int] = 0,
              threshold: float = 0.0, fill: bool = True, paste: bool = True, feather: bool = True,
@@ -364,15 +349,12 @@ class GenerationLoop:
 
 
 def _second_forced(joined: Composition, forced: ForcedTokens | None, first: Generation) -> ForcedTokens | None:
-    """The forcing of the second pass: the batch's own for those images, and where no background is named,
-    scale 0 taken from the first pass (the first image's background)."""
-    rows = joined.composed
-    base = None if forced is None else forced.take(rows)
-    if not joined.tied.any() or (base is not None and base.keep is None):
+    """The second pass's forcing: the batch's own for those images, plus the first pass's scale 0 where no
+    background is named (hart.portable.compose); none when nothing is forced or tied."""
+    base = None if forced is None else forced.take(joined.composed)
+    if not joined.tied.any() or (base is not None and base.keep is None):  # every token forced already
         return base
-    used = np.asarray(first.ids[0] if first.image_ids is None else first.image_ids[0])[rows]  # [k, 1]
-    ids = [np.zeros((len(rows), np.asarray(i).shape[1]), dtype=np.int64) for i in first.ids] if base is None else \
-        [np.array(i, copy=True) for i in base.ids]
-    keep = [np.zeros(i.shape, dtype=bool) for i in ids] if base is None else [np.array(k, copy=True) for k in base.keep]
-    ids[0][joined.tied], keep[0][joined.tied] = used[joined.tied], True
+    drawn = first.ids[0] if first.image_ids is None else first.image_ids[0]  # [B, 1]: what each image used
+    ids, keep = joined.second_forcing(None if base is None else base.ids, None if base is None else base.keep,
+                                      drawn, [np.asarray(i).shape[1] for i in first.ids])
     return ForcedTokens(ids, keep, None if base is None else base.residual)

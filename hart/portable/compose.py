@@ -18,6 +18,7 @@ draws the same border. Numpy only: every runtime uses it.
 """
 
 from dataclasses import dataclass
+from functools import cache
 
 import numpy as np
 
@@ -41,11 +42,36 @@ class Composition:
         """[k, n*n] bool: tokens of an n x n scale taken from the second object's image."""
         return np.stack([second_region(a, b, n) for a, b in self.places]) if self.places else np.zeros((0, n * n), bool)
 
+    def join(self, ops, first, second, n: int, token_axis: int = 1):
+        """Both passes' arrays -> the batch's: first [B, ...] (every image), second [k, ...] (the composed
+        ones), the n x n tokens from axis `token_axis` on (1: ids [B, n*n] and residual [B, n*n, C]; 2:
+        latents [B, C, n, n]). ops: the arrays' take / where (the backend's, or numpy's)."""
+        batch = len(self.first)
+        taken = np.zeros((batch, n * n), dtype=bool)
+        taken[self.composed] = self.regions(n)
+        rows = np.zeros(batch, dtype=np.int64)
+        rows[self.composed] = np.arange(len(self.composed))  # each composed image's second-pass row
+        shape = (batch, *([1] * (token_axis - 1)), *((n * n,) if token_axis == 1 else (n, n)))
+        taken = taken.reshape(shape + (1,) * (len(first.shape) - len(shape)))
+        return ops.where(taken, ops.take(second, rows), first)
 
-def far_pairs() -> list[tuple[str, str]]:
+    def second_forcing(self, ids: list[np.ndarray] | None, keep: list[np.ndarray] | None,
+                       first_scale0: np.ndarray, sizes: list[int]) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """The second pass's forced ids and keep masks (per scale [k, n*n]) from the batch's own forcing of
+        those images (None: none) and the ids the first pass drew at scale 0 ([B, 1]): where no background
+        is named, scale 0 is the first image's, so both halves share its background."""
+        k = len(self.composed)
+        ids = [np.zeros((k, t), dtype=np.int64) for t in sizes] if ids is None else [np.array(i) for i in ids]
+        keep = [np.zeros((k, t), dtype=bool) for t in sizes] if keep is None else [np.array(m) for m in keep]
+        ids[0][self.tied], keep[0][self.tied] = np.asarray(first_scale0)[self.composed][self.tied], True
+        return ids, keep
+
+
+@cache
+def far_pairs() -> tuple[tuple[str, str], ...]:
     """Every ordered pair of positions two objects may take, in grammar.POSITIONS order."""
     names = list(grammar.POSITIONS)
-    return [(a, b) for a in names for b in names if a != b and grammar.far_apart(a, b)]
+    return tuple((a, b) for a in names for b in names if a != b and grammar.far_apart(a, b))
 
 
 def second_region(first: str, second: str, n: int) -> np.ndarray:

@@ -49,6 +49,7 @@ EXAMPLE = "'a small red circle on the left and a blue square on the right on a y
 DRAWS = f"this model draws one or two objects on a background of another color, e.g. {EXAMPLE}"
 
 
+@cache
 def vocabulary() -> tuple[str, ...]:
     """Every word a caption can contain, sorted: the embedded text encoder's vocabulary."""
     phrases = [w for words in SHAPE_WORDS.values() for w in words] + [w for words in SIZE_WORDS.values() for w in words]
@@ -57,6 +58,12 @@ def vocabulary() -> tuple[str, ...]:
     phrases += list(TWO_OBJECT_UNPLACED_TEMPLATES)
     words = {w for phrase in phrases for w in phrase.replace("{", " {").split() if not w.startswith("{")}
     return tuple(sorted(words | {*ARTICLES, "and", "background"}))
+
+
+def speaks(vocab: tuple[str, ...]) -> bool:
+    """Whether a word model's vocabulary is exactly the grammar's: such a model was trained on its sentences
+    only, so its prompts are checked against them (check_prompt) and two objects are composed."""
+    return tuple(vocab) == vocabulary()
 
 
 def manifest_section() -> dict:

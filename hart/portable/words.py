@@ -33,7 +33,7 @@ class WordTokenizer:
         self.max_tokens = max_tokens
         self.ids = {word: i + 2 for i, word in enumerate(self.vocab)}
         # a model whose words are exactly the caption grammar's was trained on its sentences only
-        self.checks_grammar = self.vocab == grammar.vocabulary()
+        self.checks_grammar = grammar.speaks(self.vocab)
 
     @property
     def size(self) -> int:
